@@ -1,0 +1,1 @@
+"""One package per hardware interface; see gateway/driver.py for the contract."""

@@ -1,0 +1,133 @@
+"""The contract between the runtime and a driver.
+
+A driver turns bytes from one hardware interface into `Reading`s and hands them to its
+`DriverContext`; everything shared (windowing, counters, restart with backoff, logging once per
+cause) lives in the runtime. A driver's `run()` runs until cancelled; if it raises, the runtime
+restarts it after an exponential backoff with jitter, so a flaky USB adapter never takes the
+process down.
+
+A driver package `drivers/<type>/` exposes, without importing anything heavy:
+
+    Config        a msgspec Struct subclassing `DriverSettings` (its config keys)
+    load_driver() returns the Driver subclass (imports bleak, pyserial, ... only then)
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+import structlog
+
+from gateway.errors import DecodeError
+from gateway.model import Event, Reading
+
+__all__ = ["Driver", "DriverContext", "DriverSettings"]
+
+
+class DriverSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Keys every `[[drivers]]` table has. Driver configs subclass this."""
+
+    type: str
+    # Unique per gateway; defaults to the type. Names the driver in logs, metrics and state.
+    name: str = ""
+
+
+ConfigT = TypeVar("ConfigT", bound=DriverSettings)
+
+
+class DriverContext:
+    """What a running driver may touch: the reading sink, counters, its state folder, a clock.
+
+    Counters are plain integers read by the health collector at scrape time, so counting costs
+    no lock on the per-reading path.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        gateway_id: str,
+        state_dir: Path,
+        submit: Callable[[Reading], None],
+        submit_event: Callable[[Event], None],
+        clock: Callable[[], float] = time.time,
+        logger: Any | None = None,
+    ) -> None:
+        self.name = name
+        self.gateway_id = gateway_id
+        self.state_dir = state_dir
+        self.clock = clock
+        self.log = logger if logger is not None else structlog.get_logger("driver").bind(driver=name)
+        self._submit = submit
+        self._submit_event = submit_event
+        self.readings = 0
+        self.events = 0
+        self.last_seen = 0.0
+        self.decode_errors: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+        self._logged_causes: set[str] = set()
+
+    def emit(self, reading: Reading) -> None:
+        """Hand one reading to the windows. Must be called on the event loop thread."""
+        self.readings += 1
+        self.last_seen = self.clock()
+        self._submit(reading)
+
+    def emit_many(self, readings: Iterable[Reading]) -> None:
+        submit = self._submit
+        n = 0
+        for reading in readings:
+            submit(reading)
+            n += 1
+        if n:
+            self.readings += n
+            self.last_seen = self.clock()
+
+    def event(self, event: Event) -> None:
+        """Forward a priority event at once (it should also be emitted as a reading)."""
+        self.events += 1
+        self._submit_event(event)
+
+    def decode_error(self, error: DecodeError | str, detail: str = "", **fields: Any) -> None:
+        """Count bad field data and log it once per cause, never once per frame."""
+        if isinstance(error, DecodeError):
+            cause, detail = error.cause, detail or error.detail
+            if error.device and "device" not in fields:
+                fields["device"] = error.device
+        else:
+            cause = error
+        self.decode_errors[cause] = self.decode_errors.get(cause, 0) + 1
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            self.log.warning(
+                "decode error (logged once per cause, counted in decode_errors_total)",
+                cause=cause,
+                detail=detail,
+                **fields,
+            )
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """A driver-specific counter, exported as `driver_events_total{driver,counter}`."""
+        self.counters[counter] = self.counters.get(counter, 0) + n
+
+
+class Driver(abc.ABC, Generic[ConfigT]):
+    """Base class of every driver; see the module docstring for the contract."""
+
+    type_name: ClassVar[str] = ""
+
+    def __init__(self, config: ConfigT, ctx: DriverContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Read the interface until cancelled. Raise to be restarted with backoff."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release transports; called after `run` ends, also on shutdown."""

@@ -1,0 +1,1 @@
+"""The gateway's wire protocols spoken from the other side, for tests and ops teams."""

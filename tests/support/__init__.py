@@ -1,0 +1,1 @@
+"""Shared test support: waiting on conditions and real servers started on loopback."""
