@@ -86,12 +86,14 @@ _G, _C, _S = Kind.GAUGE, Kind.COUNTER, Kind.STATE
 _ROWS: Final[tuple[tuple[str, str, Kind, str], ...]] = (
     # climate
     ("temperature", "Cel", _G, "air or device temperature"),
+    ("temperature_external", "Cel", _G, "temperature of an external probe (cable sensor)"),
     ("humidity", "%RH", _G, "relative humidity"),
     ("pressure", "Pa", _G, "barometric pressure"),
     ("dew_point", "Cel", _G, "dew point"),
     ("co2", "ppm", _G, "carbon dioxide concentration"),
     ("tvoc", "ppb", _G, "total volatile organic compounds"),
     ("voc_index", "/", _G, "VOC index (dimensionless)"),
+    ("tvoc_mass", "ug/m3", _G, "total volatile organic compounds, mass concentration"),
     ("pm1_0", "ug/m3", _G, "particulate matter up to 1.0 um"),
     ("pm2_5", "ug/m3", _G, "particulate matter up to 2.5 um"),
     ("pm4_0", "ug/m3", _G, "particulate matter up to 4.0 um"),

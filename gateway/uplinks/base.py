@@ -9,7 +9,9 @@ jitter, acknowledgements and dead letters.
 `UplinkUnavailable` when the platform cannot take it now (the batch is retried after backoff, or
 after `retry_after`), and `BatchRejected` when the platform refused it as malformed (the batch
 moves to the dead-letter table and the queue goes on). Any other exception is treated as
-`UplinkUnavailable` and logged with its type.
+`UplinkUnavailable` and logged with its type. After any failure the runner waits (backoff with
+jitter, or `retry_after`) and calls `start()` again before sending resumes, so `start()` must be
+idempotent: reconnect if needed, return at once if already connected.
 
 An uplink module `gateway/uplinks/<type>.py` exposes `Config` (subclassing `UplinkSettings`) and
 `load_uplink()` returning the Uplink subclass, so heavy client libraries load only when used.

@@ -1,0 +1,144 @@
+"""`edge-gateway`: run the daemon, check a config, print live counters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib import resources
+from typing import Any
+
+from gateway import __version__
+from gateway.config import Config, load_config, parse_config
+from gateway.errors import ConfigError, StorageError
+
+__all__ = ["default_config", "main"]
+
+
+def default_config() -> Config:
+    """The embedded default: replays the bundled day of city data into the file uplink, with a
+    local state directory and no server needed, so `edge-gateway run` works out of the box."""
+    sample = resources.files("simulators") / "data" / "city-day.csv.gz"
+    raw: dict[str, Any] = {
+        "gateway": {"id": "edge-demo", "state_dir": "edge-gateway-state"},
+        "windows": {"window": 5, "grace": 1.0, "max_lateness": 60.0, "checkpoint": 2.0},
+        "health": {"listen": "127.0.0.1:9108"},
+        "drivers": [{"type": "replay", "name": "city-sample", "path": str(sample), "speed": 4320.0}],
+        "uplinks": [{"type": "file", "name": "file"}],
+    }
+    return parse_config(raw, source="<embedded default>")
+
+
+def _load(path: str | None) -> Config:
+    return default_config() if path is None else load_config(path)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(f"{args.file}: {len(error.problems)} problem(s)", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    print(summarise(config))
+    return 0
+
+
+def summarise(config: Config) -> str:
+    w, o = config.windows, config.outbox
+    lines = [
+        f"config {config.source}: OK",
+        f"  gateway      {config.gateway.id}   state in {config.gateway.state_dir}",
+        f"  windows      {w.window} s, grace {w.grace} s, late revisions up to {w.max_lateness} s, "
+        f"checkpoint every {w.checkpoint} s",
+        f"  outbox       at most {o.max_bytes / 1048576:.1f} MiB, {o.batch_max_records} records/batch, "
+        f"commit every {o.commit_interval} s",
+        f"  metrics      {('http://' + config.health.listen + '/metrics') if config.health.listen else 'off'}",
+        f"  log          {config.log.level}, {config.log.format}",
+        "  drivers",
+        *[f"    - {d.name} ({d.type})" for d in config.drivers],
+        "  uplinks",
+        *[f"    - {u.name} ({u.type}), {u.max_in_flight} in flight" for u in config.uplinks],
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.runtime import Gateway
+
+    try:
+        config = _load(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level, config.log.format)
+    gateway = Gateway(config)
+    try:
+        summary = asyncio.run(gateway.run(args.duration, drain=args.drain))
+    except StorageError as error:
+        print(f"edge-gateway: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"edge-gateway: {error}", file=sys.stderr)
+        return 1
+    if args.summary:
+        print(summary.render())
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway.health import fetch_status, format_status
+
+    url = args.url
+    if url is None:
+        try:
+            config = _load(args.config)
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            return 2
+        if not config.health.listen:
+            print("edge-gateway status: [health] listen is off in this config", file=sys.stderr)
+            return 2
+        url = f"http://{config.health.listen}/metrics"
+    try:
+        status = fetch_status(url)
+    except OSError as error:
+        print(f"edge-gateway status: no gateway answering at {url} ({error})", file=sys.stderr)
+        return 1
+    print(f"edge-gateway status ({url})")
+    print(format_status(status))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway (embedded demo default without --config)")
+    run.add_argument("--config", "-c", help="TOML config file")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--drain", action="store_true", help="on stop, close every window and wait for delivery"
+    )
+    run.add_argument("--summary", action="store_true", help="print a run summary on exit")
+    run.set_defaults(func=_cmd_run)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check)
+    status = sub.add_parser("status", help="print the running gateway's counters")
+    status.add_argument("--config", "-c", help="config file (for [health] listen)")
+    status.add_argument("--url", help="metrics URL, e.g. http://127.0.0.1:9108/metrics")
+    status.set_defaults(func=_cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Uplink `file`: batches as JSON Lines in the state directory, rotated by size.
+
+The embedded default: it needs no server, so a gateway always has somewhere to put its output,
+and a field technician can read what would have been sent with `tail -f` or `jq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from gateway.batch import Batch
+from gateway.errors import UplinkUnavailable
+from gateway.uplinks.base import Uplink, UplinkContext, UplinkSettings
+
+__all__ = ["Config", "FileUplink", "load_uplink"]
+
+
+class Config(UplinkSettings):
+    # Output folder; relative paths are inside the gateway's state_dir.
+    directory: str = "batches"
+    # The current file is rotated to batches-<n>.jsonl when it would grow past this many bytes.
+    rotate_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 16 * 1024 * 1024
+    # Rotated files kept; the oldest beyond this are deleted.
+    keep_files: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
+    # fsync after each batch: off by default to spare the SD card (the outbox is the durable copy).
+    fsync: bool = False
+
+
+class FileUplink(Uplink[Config]):
+    type_name = "file"
+
+    def __init__(self, config: Config, ctx: UplinkContext) -> None:
+        super().__init__(config, ctx)
+        directory = Path(config.directory)
+        self.directory = directory if directory.is_absolute() else Path(ctx.state_dir) / directory
+        self.current = self.directory / "batches.jsonl"
+
+    async def start(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UplinkUnavailable(f"cannot create {self.directory}: {error}") from error
+
+    async def send(self, batch: Batch) -> None:
+        await asyncio.to_thread(self._append, batch.payload)
+
+    def _append(self, payload: bytes) -> None:
+        try:
+            size = self.current.stat().st_size if self.current.exists() else 0
+            if size and size + len(payload) + 1 > self.config.rotate_bytes:
+                self._rotate()
+            with open(self.current, "ab") as out:
+                out.write(payload + b"\n")
+                if self.config.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+        except OSError as error:
+            raise UplinkUnavailable(f"cannot write {self.current}: {error}") from error
+
+    def _rotate(self) -> None:
+        numbers = sorted(
+            int(p.stem.split("-")[1]) for p in self.directory.glob("batches-*.jsonl")
+            if p.stem.split("-")[1].isdigit()
+        )
+        next_number = (numbers[-1] + 1) if numbers else 1
+        self.current.rename(self.directory / f"batches-{next_number}.jsonl")
+        numbers.append(next_number)
+        for old in numbers[: max(0, len(numbers) - self.config.keep_files)]:
+            (self.directory / f"batches-{old}.jsonl").unlink(missing_ok=True)
+
+
+def load_uplink() -> type[FileUplink]:
+    return FileUplink

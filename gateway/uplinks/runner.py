@@ -1,0 +1,196 @@
+"""Runs one uplink: the runtime's half of the uplink contract (gateway/uplinks/base.py).
+
+Per uplink it reads batches above the uplink's cursor from the outbox (events ahead of the
+backlog, then windows oldest first), keeps at most `max_in_flight` sends under way, paces a
+backlog drain to `max_batches_per_second`, and collects acknowledgements and dead letters that
+the next outbox commit applies. When a send fails with `UplinkUnavailable` (or anything
+unexpected) sending stops, in-flight sends finish or fail, and after a backoff with jitter (or
+the server's Retry-After) `start()` is called again before sending resumes. Each distinct
+failure is logged once until the next success, and every failure is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.backoff import Backoff
+from gateway.batch import Batch
+from gateway.errors import BatchRejected
+from gateway.uplinks.base import Uplink, UplinkContext
+
+__all__ = ["UplinkRunner"]
+
+OutboxCall = Callable[..., Awaitable[Any]]
+
+
+class UplinkRunner:
+    def __init__(
+        self,
+        uplink: Uplink[Any],
+        ctx: UplinkContext,
+        outbox_call: OutboxCall,
+        *,
+        backoff: Backoff,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.uplink = uplink
+        self.ctx = ctx
+        self.name = ctx.name
+        self._outbox_call = outbox_call
+        self._backoff = backoff
+        self._sleep = sleep
+        self.max_in_flight = max(1, uplink.config.max_in_flight)
+        rate = uplink.config.max_batches_per_second
+        self._spacing = 1.0 / rate if rate > 0 else 0.0
+        self._next_send = 0.0
+        self.wake = asyncio.Event()
+        self._inflight: set[int] = set()
+        self._done: set[int] = set()  # acknowledged, not yet committed to the outbox
+        self._acks: list[int] = []
+        self._dead: list[tuple[str, int, str]] = []
+        self._failure: BaseException | None = None
+        self._logged_failures: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.log = ctx.log
+        # counters read by the health collector
+        self.forwarded_batches = 0
+        self.forwarded_records = 0
+        self.failures = 0
+        self.dead_lettered = 0
+        self.last_success = 0.0
+
+    # -- what the tick loop collects ---------------------------------------------------------
+
+    def take_acks(self) -> tuple[list[int], list[tuple[str, int, str]]]:
+        acks, dead = self._acks, self._dead
+        self._acks, self._dead = [], []
+        return acks, dead
+
+    @property
+    def idle(self) -> bool:
+        return not self._inflight and not self._acks and not self._dead
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.uplink.start()
+            except Exception as error:  # noqa: BLE001 - every failure is retried, never fatal
+                await self._after_failure(error)
+                continue
+            self.ctx.connected = True
+            try:
+                await self._pump()
+            except Exception as error:  # noqa: BLE001
+                self._failure = error
+            self.ctx.connected = False
+            if self._failure is not None and not self._stopping:
+                failure, self._failure = self._failure, None
+                await self._after_failure(failure)
+
+    async def _after_failure(self, error: BaseException) -> None:
+        self.failures += 1
+        self.ctx.connected = False
+        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+        if reason not in self._logged_failures:
+            self._logged_failures.add(reason)
+            self.log.warning(
+                "uplink unavailable; batches stay in the outbox and are retried",
+                reason=reason,
+                attempt=self._backoff.attempts + 1,
+            )
+        delay = self._backoff.next_delay()
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            delay = max(delay, float(retry_after))
+        await self._sleep(delay)
+
+    async def _pump(self) -> None:
+        while not self._stopping and self._failure is None:
+            room = self.max_in_flight - len(self._inflight)
+            batches: list[Batch] = []
+            if room > 0:
+                batches, cursor = await self._outbox_call(self._pending, room)
+                self._done = {s for s in self._done if s > cursor}
+            for batch in batches:
+                if self._failure is not None or self._stopping:
+                    break
+                await self._pace()
+                self._inflight.add(batch.seq)
+                task = asyncio.create_task(self._send(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not batches or room <= 0:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _pending(self, outbox: Any, room: int) -> tuple[list[Batch], int]:
+        exclude = self._inflight | self._done
+        return outbox.pending(self.name, exclude, room), outbox.cursor(self.name)
+
+    async def _pace(self) -> None:
+        if not self._spacing:
+            return
+        now = time.monotonic()
+        if self._next_send > now:
+            await self._sleep(self._next_send - now)
+            now = time.monotonic()
+        self._next_send = max(now, self._next_send) + self._spacing
+
+    async def _send(self, batch: Batch) -> None:
+        try:
+            await self.uplink.send(batch)
+        except BatchRejected as error:
+            self.dead_lettered += 1
+            self._done.add(batch.seq)
+            self._dead.append((self.name, batch.seq, error.reason))
+            self.log.error(
+                "platform refused a batch as malformed; moved to the dead-letter table",
+                seq=batch.seq,
+                reason=error.reason,
+                status=error.status,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - UplinkUnavailable or anything unexpected
+            if self._failure is None:
+                self._failure = error
+            self.wake.set()
+        else:
+            self._done.add(batch.seq)
+            self._acks.append(batch.seq)
+            self.forwarded_batches += 1
+            self.forwarded_records += batch.records
+            self.last_success = time.time()
+            if self._backoff.attempts:
+                self._backoff.reset()
+                self._logged_failures.clear()
+                self.log.info("uplink delivering again")
+        finally:
+            self._inflight.discard(batch.seq)
+            self.wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop sending; give in-flight sends `grace` seconds to be acknowledged, then close."""
+        self._stopping = True
+        self.wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+        try:
+            await asyncio.wait_for(self.uplink.stop(), timeout=max(0.5, grace))
+        except Exception as error:  # noqa: BLE001 - shutting down; log and go on
+            self.log.warning("uplink did not stop cleanly", error=str(error))
+
+

@@ -1,0 +1,436 @@
+"""Event-time tumbling windows: the gateway's hot loop (design.md, Windows).
+
+Windows are aligned to multiples of `window` seconds in UTC. A window closes when the wall clock
+passes its end plus `grace`. A reading for a window that is already closed, arriving at most
+`max_lateness` seconds after the window's end, becomes a *late partial*: the outbox merges it
+with the stored aggregate of that window and emits a revision (same key, revision + 1, merged
+values). Older readings are dropped and counted, and so are readings stamped further in the
+future than `FUTURE_TOLERANCE` (a device with a wrong clock must not hold windows open).
+
+Accumulators are plain lists, one per (device, metric, window start), so the per-reading path
+allocates nothing but the series key:
+
+    gauge:          [GAUGE, count, min, max, sum, last, last_ts, dirty]
+    counter, state: [kind,  count, points, prior, dirty]   points = [[ts, value], ...]
+
+Gauges fold each reading in as it comes (order cannot change count/min/max/sum, and `last` is
+the value with the greatest event time). Counters and states keep their points and are resolved
+when the window is finalised, so any arrival order gives the same record. A state series carries
+its last state into the next window (`prior`): the seconds before the window's first reading
+count for that state, and a window with no reading still reports the whole window in it, for up
+to `STATE_CARRY` seconds after the last reading (a connector reports its status only on change).
+A late reading revises its own window only; the state carried into later windows is not revised.
+
+`dirty` marks accumulators changed since the last checkpoint, so a checkpoint writes only what
+changed: the SD card sees bytes proportional to readings, not to open series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from gateway.batch import WindowRecord
+from gateway.model import CATALOG, Kind, Reading
+
+assert (int(Kind.GAUGE), int(Kind.COUNTER), int(Kind.STATE)) == (0, 1, 2), "tags below mirror Kind"
+
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "STATE_CARRY",
+    "Aggregator",
+    "CloseResult",
+    "WindowStats",
+    "finalize",
+    "merge",
+]
+
+GAUGE: Final = 0
+COUNTER: Final = 1
+STATE: Final = 2
+_KIND_NAMES: Final = ("gauge", "counter", "state")
+
+# gauge slots
+G_COUNT, G_MIN, G_MAX, G_SUM, G_LAST, G_LAST_TS, G_DIRTY = 1, 2, 3, 4, 5, 6, 7
+# counter/state slots
+P_COUNT, P_POINTS, P_PRIOR, P_DIRTY = 1, 2, 3, 4
+
+# A device clock may run this far ahead of the gateway's before its readings are refused.
+FUTURE_TOLERANCE: Final = 300.0
+# A state is carried into windows without readings for this long after its last reading.
+STATE_CARRY: Final = 86400.0
+
+SeriesKey = tuple[str, str]
+# (window start, (device, metric), accumulator)
+Closed = tuple[int, SeriesKey, list[Any]]
+
+
+class WindowStats:
+    __slots__ = ("accepted", "closed", "future_dropped", "late_accepted", "late_dropped", "unknown_metric")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.closed = 0
+        self.late_accepted = 0
+        self.late_dropped = 0
+        self.future_dropped = 0
+        self.unknown_metric = 0
+
+
+class CloseResult:
+    """What one close step hands to the outbox: accumulators detached from the aggregator."""
+
+    __slots__ = ("closed", "closed_before", "late")
+
+    def __init__(self, closed: list[Closed], late: list[Closed], closed_before: int) -> None:
+        self.closed = closed
+        self.late = late
+        self.closed_before = closed_before
+
+    def __bool__(self) -> bool:
+        return bool(self.closed or self.late)
+
+
+_KIND_OF: Final[dict[str, int]] = {name: int(m.kind) for name, m in CATALOG.items()}
+
+
+def _new_acc(kind: int, value: Any, ts: float) -> list[Any]:
+    if kind == GAUGE:
+        return [GAUGE, 1, value, value, value, value, ts, True]
+    return [kind, 1, [[ts, value]], None, True]
+
+
+class Aggregator:
+    """Assigns readings to event-time windows; not thread-safe (runs on the event loop)."""
+
+    def __init__(
+        self,
+        *,
+        window: int = 60,
+        grace: float = 10.0,
+        max_lateness: float = 3600.0,
+        now: float | None = None,
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be >= 1 s")
+        self.window = int(window)
+        self.grace = float(grace)
+        self.max_lateness = float(max_lateness)
+        self.stats = WindowStats()
+        # window start -> series -> accumulator
+        self._open: dict[int, dict[SeriesKey, list[Any]]] = {}
+        self._late: dict[int, dict[SeriesKey, list[Any]]] = {}
+        # every window starting before this has closed (monotonic: a clock stepping back does
+        # not reopen windows; their readings become revisions).
+        self._closed_before = -(2**62)
+        self._now = 0.0
+        # state series -> (ts, state) of the last reading of a closed window
+        self._carry: dict[SeriesKey, tuple[float, str]] = {}
+        if now is not None:
+            self.advance(now)
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def add(self, reading: Reading) -> None:
+        """Fold one reading into its window. Cost matters: see benchmarks/windows.py."""
+        ts = reading.ts
+        window = self.window
+        start = int(ts // window) * window
+        bucket = self._open.get(start)
+        if bucket is None:
+            bucket = self._bucket_for(start, ts)
+            if bucket is None:
+                return
+        key = (reading.device, reading.metric)
+        acc = bucket.get(key)
+        value = reading.value
+        if acc is None:
+            kind = _KIND_OF.get(reading.metric)
+            if kind is None:
+                self.stats.unknown_metric += 1
+                return
+            bucket[key] = _new_acc(kind, value, ts)
+        elif acc[0] == GAUGE:
+            acc[1] += 1
+            if value < acc[2]:
+                acc[2] = value
+            elif value > acc[3]:
+                acc[3] = value
+            acc[4] += value
+            if ts >= acc[6]:
+                acc[5] = value
+                acc[6] = ts
+            acc[7] = True
+        else:
+            acc[1] += 1
+            acc[2].append([ts, value])
+            acc[4] = True
+        self.stats.accepted += 1
+
+    def add_many(self, rows: Iterable[tuple[str, str, Any, float]]) -> None:
+        """Batch path: (device, metric, value, ts) tuples, e.g. a logger's backfill or a decoded
+        multi-reading frame. Same semantics as `add`, with the window lookup cached across
+        consecutive rows of the same window and the kind lookups hoisted."""
+        window = self.window
+        open_windows = self._open
+        kind_of = _KIND_OF
+        stats = self.stats
+        accepted = 0
+        cur_start = cur_end = None
+        bucket: dict[SeriesKey, list[Any]] | None = None
+        for device, metric, value, ts in rows:
+            if cur_start is None or not (cur_start <= ts < cur_end):  # type: ignore[operator]
+                start = int(ts // window) * window
+                bucket = open_windows.get(start)
+                if bucket is None:
+                    bucket = self._bucket_for(start, ts)
+                    if bucket is None:
+                        cur_start = None
+                        continue
+                # only cache open windows: late buckets are per-row decisions
+                if open_windows.get(start) is bucket:
+                    cur_start, cur_end = start, start + window
+                else:
+                    cur_start = None
+            key = (device, metric)
+            acc = bucket.get(key)  # type: ignore[union-attr]
+            if acc is None:
+                kind = kind_of.get(metric)
+                if kind is None:
+                    stats.unknown_metric += 1
+                    continue
+                bucket[key] = _new_acc(kind, value, ts)  # type: ignore[index]
+            elif acc[0] == GAUGE:
+                acc[1] += 1
+                if value < acc[2]:
+                    acc[2] = value
+                elif value > acc[3]:
+                    acc[3] = value
+                acc[4] += value
+                if ts >= acc[6]:
+                    acc[5] = value
+                    acc[6] = ts
+                acc[7] = True
+            else:
+                acc[1] += 1
+                acc[2].append([ts, value])
+                acc[4] = True
+            accepted += 1
+        stats.accepted += accepted
+
+    def _bucket_for(self, start: int, ts: float) -> dict[SeriesKey, list[Any]] | None:
+        """Slow path: a window not open yet, a closed window (late), or out of range."""
+        if start >= self._closed_before:
+            if ts > self._now + FUTURE_TOLERANCE and self._now > 0:
+                self.stats.future_dropped += 1
+                return None
+            bucket: dict[SeriesKey, list[Any]] = {}
+            self._open[start] = bucket
+            return bucket
+        if start + self.window + self.max_lateness < self._now:
+            self.stats.late_dropped += 1
+            return None
+        self.stats.late_accepted += 1
+        late = self._late.get(start)
+        if late is None:
+            late = self._late[start] = {}
+        return late
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Move the wall clock the aggregator judges lateness by, without closing anything."""
+        if now > self._now:
+            self._now = now
+
+    def close_due(self, now: float) -> CloseResult:
+        """Close every window whose end + grace <= now; hand over late partials."""
+        self.advance(now)
+        previous = self._closed_before
+        boundary = int((self._now - self.grace) // self.window) * self.window
+        if boundary > self._closed_before:
+            self._closed_before = boundary
+        return self._take(previous)
+
+    def flush_all(self) -> CloseResult:
+        """Close every open window now (end of a bounded run, tests)."""
+        previous = self._closed_before
+        if self._open:
+            self._closed_before = max(self._closed_before, max(self._open) + self.window)
+        return self._take(previous)
+
+    def _take(self, previous: int) -> CloseResult:
+        """Close windows below the boundary in time order, so each state carries into the
+        next window, including windows in which nothing at all arrived."""
+        boundary = self._closed_before
+        window = self.window
+        opens = sorted(s for s in self._open if s < boundary)
+        start = opens[0] if opens else boundary
+        if self._carry and boundary > previous:
+            # bounded after a clock jump: a carried state expires after STATE_CARRY anyway
+            start = min(start, max(previous, boundary - int(STATE_CARRY // window + 1) * window))
+        closed: list[Closed] = []
+        next_open = 0
+        while start < boundary:
+            bucket = self._open.pop(start, None)
+            if bucket is not None or self._carry:
+                closed.extend(self._with_carry(start, bucket or {}))
+                start += window
+                continue
+            # nothing open here and no state to carry: jump to the next open window
+            while next_open < len(opens) and opens[next_open] <= start:
+                next_open += 1
+            start = opens[next_open] if next_open < len(opens) else boundary
+        late: list[Closed] = []
+        for start, bucket in self._late.items():
+            late.extend((start, key, acc) for key, acc in bucket.items())
+        self._late = {}
+        # forget carried states too old to report
+        horizon = boundary - STATE_CARRY
+        if self._carry and closed:
+            self._carry = {k: v for k, v in self._carry.items() if v[0] >= horizon}
+        self.stats.closed += len(closed)
+        return CloseResult(closed, late, boundary)
+
+    def _with_carry(self, start: int, bucket: dict[SeriesKey, list[Any]]) -> Iterable[Closed]:
+        carry = self._carry
+        end = start + self.window
+        for key, acc in bucket.items():
+            if acc[0] == STATE:
+                prior = carry.get(key)
+                if prior is not None and prior[0] < start:
+                    acc[P_PRIOR] = [prior[0], prior[1]]
+                last = max(acc[P_POINTS], key=_point_order)
+                carry[key] = (last[0], last[1])
+            yield start, key, acc
+        # state series with no reading in this window still spend the window in their state
+        for key, (ts, state) in list(carry.items()):
+            if key not in bucket and ts < start and end - ts <= STATE_CARRY:
+                yield start, key, [STATE, 0, [], [ts, state], True]
+
+    # -- checkpoint and restore -------------------------------------------------------------
+
+    def dirty_open(self) -> list[Closed]:
+        """Open accumulators changed since the last call (for the checkpoint); marks them clean."""
+        out: list[Closed] = []
+        for start, bucket in self._open.items():
+            for key, acc in bucket.items():
+                slot = G_DIRTY if acc[0] == GAUGE else P_DIRTY
+                if acc[slot]:
+                    acc[slot] = False
+                    out.append((start, key, acc))
+        return out
+
+    def restore(
+        self, closed_before: int, open_rows: Iterable[Closed], carry: Iterable[tuple[SeriesKey, float, str]] = ()
+    ) -> int:
+        """Resume after a restart from the checkpoint: open accumulators and the close boundary."""
+        if closed_before > self._closed_before:
+            self._closed_before = closed_before
+        n = 0
+        for start, key, acc in open_rows:
+            acc[G_DIRTY if acc[0] == GAUGE else P_DIRTY] = False
+            self._open.setdefault(start, {})[key] = acc
+            n += 1
+        for key, ts, state in carry:
+            self._carry[key] = (ts, state)
+        return n
+
+    def carried_states(self) -> list[tuple[SeriesKey, float, str]]:
+        return [(key, ts, state) for key, (ts, state) in self._carry.items()]
+
+    @property
+    def open_series(self) -> int:
+        return sum(len(b) for b in self._open.values())
+
+    @property
+    def closed_before(self) -> int:
+        return self._closed_before
+
+
+def _point_order(point: Sequence[Any]) -> tuple[float, str]:
+    # Ties in event time are broken by the value's text so every arrival order agrees.
+    return (point[0], str(point[1]))
+
+
+def merge(stored: list[Any], late: list[Any]) -> list[Any]:
+    """Fold a late partial into a closed window's stored accumulator (for its revision)."""
+    if stored[0] != late[0]:
+        raise ValueError("cannot merge accumulators of different kinds")
+    if stored[0] == GAUGE:
+        count = stored[1] + late[1]
+        newer = (late[6], str(late[5])) > (stored[6], str(stored[5]))
+        return [
+            GAUGE,
+            count,
+            min(stored[2], late[2]),
+            max(stored[3], late[3]),
+            stored[4] + late[4],
+            late[5] if newer else stored[5],
+            late[6] if newer else stored[6],
+            True,
+        ]
+    return [stored[0], stored[1] + late[1], stored[2] + late[2], stored[3], True]
+
+
+def finalize(
+    device: str, metric: str, start: int, window: int, acc: list[Any], revision: int = 0
+) -> WindowRecord:
+    """Turn an accumulator into the record the platform receives."""
+    info = CATALOG[metric]
+    kind = acc[0]
+    common = {
+        "device": device,
+        "metric": metric,
+        "unit": info.unit,
+        "kind": _KIND_NAMES[kind],
+        "start": start,
+        "window": window,
+        "count": acc[1],
+        "revision": revision,
+    }
+    if kind == GAUGE:
+        return WindowRecord(
+            **common, min=acc[2], max=acc[3], mean=acc[4] / acc[1], last=acc[5]
+        )
+    points = sorted(acc[P_POINTS], key=_point_order)
+    if kind == COUNTER:
+        return WindowRecord(**common, **_counter_fields(points, info.wrap))
+    return WindowRecord(**common, **_state_fields(points, acc[P_PRIOR], start, start + window))
+
+
+def _counter_fields(points: list[list[Any]], wrap: float) -> dict[str, Any]:
+    """Increase over the window's readings; a decrease is a wrap (if the metric declares a
+    modulus and the jump fits it) or a reset to zero, never a negative delta."""
+    delta = 0.0
+    resets = 0
+    previous = points[0][1]
+    for _, value in points[1:]:
+        step = value - previous
+        if step < 0:
+            resets += 1
+            step = (wrap - previous + value) if wrap and previous < wrap else value
+        delta += step
+        previous = value
+    return {"first": points[0][1], "last": points[-1][1], "delta": delta, "resets": resets}
+
+
+def _state_fields(
+    points: list[list[Any]], prior: list[Any] | None, start: int, end: int
+) -> dict[str, Any]:
+    durations: dict[str, float] = {}
+    transitions = 0
+    state = prior[1] if prior is not None else None
+    cursor = float(start)
+    for ts, value in points:
+        ts = max(float(ts), cursor)
+        if state is not None:
+            durations[state] = durations.get(state, 0.0) + (ts - cursor)
+            if value != state:
+                transitions += 1
+        state = value
+        cursor = ts
+    if state is not None:
+        durations[state] = durations.get(state, 0.0) + (end - cursor)
+    durations = {k: round(v, 6) for k, v in durations.items() if v > 0 or k == state}
+    return {"last": state, "transitions": transitions, "durations": durations}
