@@ -14,7 +14,7 @@ allocates nothing but the series key:
     counter, state: [kind,  count, points, prior, dirty]   points = [[ts, value], ...]
 
 Gauges fold each reading in as it comes (order cannot change count/min/max/sum, and `last` is
-the value with the greatest event time). Counters and states keep their points and are resolved
+the value with the greatest event time, ties broken by the value's text). Counters and states keep their points and are resolved
 when the window is finalised, so any arrival order gives the same record. A state series carries
 its last state into the next window (`prior`): the seconds before the window's first reading
 count for that state, and a window with no reading still reports the whole window in it, for up
@@ -157,7 +157,7 @@ class Aggregator:
             elif value > acc[3]:
                 acc[3] = value
             acc[4] += value
-            if ts >= acc[6]:
+            if ts >= acc[6] and (ts > acc[6] or str(value) > str(acc[5])):
                 acc[5] = value
                 acc[6] = ts
             acc[7] = True
@@ -207,7 +207,7 @@ class Aggregator:
                 elif value > acc[3]:
                     acc[3] = value
                 acc[4] += value
-                if ts >= acc[6]:
+                if ts >= acc[6] and (ts > acc[6] or str(value) > str(acc[5])):
                     acc[5] = value
                     acc[6] = ts
                 acc[7] = True
