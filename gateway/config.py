@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -119,7 +120,22 @@ def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _describe(error: msgspec.ValidationError, raw: Any, prefix: str) -> str:
+def _field_type(root: Any, path: str) -> Any:
+    """The annotated type at a msgspec error path (for listing a Literal's choices)."""
+    current = root
+    for key, index in re.findall(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]", path):
+        if index:
+            args = typing.get_args(current)
+            current = args[0] if args else None
+            continue
+        hints = typing.get_type_hints(current, include_extras=True) if isinstance(current, type) else {}
+        current = hints.get(key)
+        while typing.get_origin(current) is Annotated:
+            current = typing.get_args(current)[0]
+    return current
+
+
+def _describe(error: msgspec.ValidationError, raw: Any, prefix: str, root: Any = None) -> str:
     """Turn msgspec's message into `path: expected X, found Y`."""
     text = str(error)
     match = _PATH_RE.search(text)
@@ -131,7 +147,10 @@ def _describe(error: msgspec.ValidationError, raw: Any, prefix: str) -> str:
     if (m := _MISSING_RE.match(message)) is not None:
         return f"{where}.{m.group('field')}: required key is missing".lstrip(".")
     found, value = _lookup(raw, path)
-    expected = message.removeprefix("Expected ").strip()
+    expected = re.sub(r", got `[^`]*`$", "", message.removeprefix("Expected ").strip())
+    if message.startswith("Invalid enum value"):
+        choices = typing.get_args(_field_type(root, path)) if root is not None else ()
+        expected = "one of " + ", ".join(repr(c) for c in choices) if choices else "a valid choice"
     shown = f"found {value!r}" if found else "found nothing"
     return f"{where}: expected {expected}, {shown}"
 
@@ -158,7 +177,7 @@ def _plugin_config(
     try:
         settings = msgspec.convert(raw, module.Config, strict=True)
     except msgspec.ValidationError as error:
-        problems.append(_describe(error, raw, where))
+        problems.append(_describe(error, raw, where, module.Config))
         return None
     if not settings.name:
         settings.name = type_name
@@ -173,7 +192,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
     try:
         top = msgspec.convert(raw, _RawConfig, strict=True)
     except msgspec.ValidationError as error:
-        raise ConfigError([_describe(error, raw, "")]) from None
+        raise ConfigError([_describe(error, raw, "", _RawConfig)]) from None
     problems: list[str] = []
     drivers = [
         _plugin_config("drivers", i, d, DRIVER_PACKAGES, driver_module, problems)
