@@ -1,0 +1,131 @@
+"""The runtime in-process: supervision, the tick, metrics, systemd notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import registry
+from gateway.backoff import Backoff
+from gateway.cli import main as cli_main
+from gateway.config import parse_config
+from gateway.health import fetch_status
+from gateway.outbox import Outbox
+from gateway.runtime import Gateway
+from gateway.systemd import Notifier
+from tests.support.ports import free_port
+from tests.support.wait import async_wait_for
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.gateway import flaky_driver
+
+    monkeypatch.setitem(registry.DRIVER_PACKAGES, "flaky", "tests.gateway.flaky_driver")
+    flaky_driver.FlakyDriver.runs = 0
+
+
+def config(tmp_path: Path, **extra: Any) -> Any:
+    raw = {
+        "gateway": {"id": "gw-test", "state_dir": str(tmp_path / "state")},
+        "windows": {"window": 1, "grace": 0.1, "checkpoint": 0.2},
+        "outbox": {"commit_interval": 0.05},
+        "runtime": {"restart_backoff_initial": 0.01, "restart_backoff_max": 0.05, "shutdown_timeout": 5},
+        "health": {"listen": extra.pop("listen", "")},
+        "drivers": [{"type": "flaky", "name": "flaky"}],
+    }
+    raw.update(extra)
+    return parse_config(raw)
+
+
+def test_backoff_grows_with_jitter_and_resets() -> None:
+    import random
+
+    b = Backoff(1.0, 8.0, rng=random.Random(1))
+    delays = [b.next_delay() for _ in range(6)]
+    ceilings = [1, 2, 4, 8, 8, 8]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True)), delays
+    assert len(set(delays)) == len(delays), "jittered"
+    b.reset()
+    assert b.next_delay() <= 1.0
+
+
+async def test_failing_driver_is_restarted_and_its_readings_reach_the_outbox(tmp_path: Path, flaky: None) -> None:
+    gateway = Gateway(config(tmp_path))
+    task = asyncio.create_task(gateway.run(duration=30, drain=True))
+    await async_wait_for(lambda: gateway.supervisors and gateway.supervisors[0].ctx.readings == 5, timeout=10)
+    assert gateway.supervisors[0].restarts == 2
+    await async_wait_for(lambda: gateway.runners[0].forwarded_batches >= 1, timeout=10, what="event batch forwarded")
+    gateway.request_stop()
+    summary = await asyncio.wait_for(task, timeout=15)
+    assert summary.readings == 5 and summary.windows_closed >= 1
+    lines = (tmp_path / "state" / "batches" / "batches.jsonl").read_text().splitlines()
+    assert any('"events":[{' in line and "sensor_alarm" in line for line in lines)
+    assert sum(line.count('"metric":"temperature"') for line in lines) >= 1
+
+
+async def test_metrics_endpoint_and_status_command(tmp_path: Path, flaky: None, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    gateway = Gateway(config(tmp_path, listen=f"127.0.0.1:{port}"))
+    task = asyncio.create_task(gateway.run(duration=30))
+    await async_wait_for(lambda: gateway.supervisors and gateway.supervisors[0].ctx.readings == 5, timeout=10)
+    url = f"http://127.0.0.1:{port}/metrics"
+    status = await asyncio.to_thread(fetch_status, url)
+    assert status["readings"] == [({"driver": "flaky"}, 5.0)]
+    assert status["driver_restarts"] == [({"driver": "flaky"}, 2.0)]
+    for name in ("windows_closed", "late_dropped", "outbox_batches", "outbox_bytes", "outbox_evicted_batches",
+                 "uplink_forwarded_batches", "driver_last_seen_timestamp_seconds", "decode_errors"):
+        assert name in status or name == "decode_errors", name
+    assert await asyncio.to_thread(cli_main, ["status", "--url", url]) == 0
+    assert "readings{driver=flaky}" in capsys.readouterr().out
+    gateway.request_stop()
+    await asyncio.wait_for(task, timeout=15)
+
+
+async def test_ready_then_watchdog_only_while_ticks_complete(tmp_path: Path, flaky: None) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify.sock")
+    sock.bind(path)
+    sock.setblocking(False)
+    received: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                received.extend(sock.recv(4096).decode().splitlines())
+            except BlockingIOError:
+                return received
+
+    gateway = Gateway(config(tmp_path), notifier=Notifier(path, "400000"))
+    task = asyncio.create_task(gateway.run(duration=30))
+    await async_wait_for(lambda: "READY=1" in drain(), timeout=10, what="READY=1")
+    await async_wait_for(lambda: drain().count("WATCHDOG=1") >= 2, timeout=10, what="WATCHDOG=1")
+    # stall the outbox thread (an SD card that stopped answering): watchdog pings must stop
+    stall = threading.Event()
+    original = Outbox.commit
+
+    def stuck(self: Outbox, commit: Any) -> Any:
+        stall.wait(10)
+        return original(self, commit)
+
+    Outbox.commit = stuck  # type: ignore[method-assign]
+    try:
+        await asyncio.sleep(0.6)  # poll step: let the in-flight tick reach the stalled thread
+        received.clear()
+        drain()
+        received.clear()
+        await asyncio.sleep(1.0)  # watch one whole watchdog interval and more
+        assert "WATCHDOG=1" not in drain()
+    finally:
+        Outbox.commit = original  # type: ignore[method-assign]
+        stall.set()
+    await async_wait_for(lambda: "WATCHDOG=1" in drain(), timeout=10, what="watchdog resumes")
+    gateway.request_stop()
+    await asyncio.wait_for(task, timeout=15)
+    assert "STOPPING=1" in drain()
+    sock.close()
