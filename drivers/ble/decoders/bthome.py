@@ -1,0 +1,190 @@
+"""BTHome v2 service data (UUID 0xFCD2), plain and AES-CCM encrypted.
+
+Spec: bthome.io/format ("BTHome Device Information", "Sensor data", "Binary sensor data",
+"Events", "Device information" tables) and bthome.io/encryption. `payload` is the service data
+after the UUID: one device-information byte, then objects (id byte + little-endian value), or,
+when encrypted, ciphertext + 4-byte counter + 4-byte MIC.
+
+The replay check on the counter needs the previous counter of the device, which is state; it
+lives in `drivers.ble.dedup.ReplayGuard`, this module only returns the counter.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Final, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+from drivers.ble.decoders import Decoded
+from drivers.ble.errors import BleDecodeError
+from gateway.model import Reading
+
+__all__ = ["OBJECTS", "decode", "encrypt"]
+
+# Device information byte: bit 0 encryption, bit 2 trigger-based, bits 5-7 version.
+_ENCRYPTED: Final = 0x01
+_VERSION_SHIFT: Final = 5
+_UUID_LE: Final = b"\xd2\xfc"  # 0xFCD2 as transmitted, part of the nonce (bthome.io/encryption)
+_MIC_LEN: Final = 4
+_COUNTER_LEN: Final = 4
+_VARIABLE: Final = -1  # text (0x53) and raw (0x54): first byte is the length
+
+
+class Obj(NamedTuple):
+    size: int  # bytes, or _VARIABLE
+    signed: bool
+    factor: float  # BTHome factor times the unit conversion to the catalog unit
+    metric: str | None  # catalog metric, None when parsed only to step over it
+
+
+def _o(size: int, factor: float = 1.0, metric: str | None = None, signed: bool = False) -> Obj:
+    return Obj(size, signed, factor, metric)
+
+
+# bthome.io/format, object id -> layout. Units converted to the catalog's: hPa -> Pa (x100).
+# Ids without a catalog metric are still listed so parsing can step over them; an id missing
+# here stops parsing ("objects must be ... parsed in order; an unknown id ends the packet").
+OBJECTS: Final[dict[int, Obj]] = {
+    0x00: _o(1),  # packet id (dedup key, not a reading)
+    0x01: _o(1, 1, "battery"),  # %
+    0x02: _o(2, 0.01, "temperature", signed=True),  # degC
+    0x03: _o(2, 0.01, "humidity"),  # %
+    0x04: _o(3, 1.0, "pressure"),  # 0.01 hPa = 1 Pa
+    0x05: _o(3, 0.01, "illuminance"),  # lux
+    0x06: _o(2, 0.01),  # mass kg
+    0x07: _o(2, 0.01),  # mass lb
+    0x08: _o(2, 0.01, "dew_point", signed=True),  # degC
+    0x09: _o(1),  # count
+    0x0A: _o(3, 0.001),  # energy kWh
+    0x0B: _o(3, 0.01),  # power W
+    0x0C: _o(2, 0.001, "battery_voltage"),  # V (tags report their supply/battery here)
+    0x0D: _o(2, 1, "pm2_5"),  # ug/m3
+    0x0E: _o(2, 1, "pm10"),  # ug/m3
+    0x0F: _o(1),  # generic boolean
+    0x10: _o(1),  # power (binary)
+    0x11: _o(1),  # opening
+    0x12: _o(2, 1, "co2"),  # ppm
+    0x13: _o(2, 1, "tvoc_mass"),  # ug/m3
+    0x14: _o(2, 0.01),  # moisture %
+    **{object_id: _o(1) for object_id in range(0x15, 0x2E)},  # binary sensors
+    0x2E: _o(1, 1, "humidity"),  # %
+    0x2F: _o(1),  # moisture %
+    0x3A: _o(1),  # button event
+    0x3C: _o(2),  # dimmer event
+    0x3D: _o(2),  # count
+    0x3E: _o(4),  # count
+    0x3F: _o(2, 0.1, signed=True),  # rotation deg
+    0x40: _o(2, 0.001, "distance"),  # mm -> m
+    0x41: _o(2, 0.1, "distance"),  # m
+    0x42: _o(3, 0.001),  # duration s
+    0x43: _o(2, 0.001),  # current A
+    0x44: _o(2, 0.01, "wind_speed"),  # speed m/s
+    0x45: _o(2, 0.1, "temperature", signed=True),  # degC
+    0x46: _o(1, 0.1, "uv_index"),
+    0x47: _o(2, 0.1),  # volume L
+    0x48: _o(2),  # volume mL
+    0x49: _o(2, 0.001),  # volume flow rate m3/h
+    0x4A: _o(2, 0.1, "battery_voltage"),  # V
+    0x4B: _o(3, 0.001),  # gas m3
+    0x4C: _o(4, 0.001),  # gas m3
+    0x4D: _o(4, 0.001),  # energy kWh
+    0x4E: _o(4, 0.001),  # volume L
+    0x4F: _o(4, 0.001),  # water L
+    0x50: _o(4),  # timestamp
+    0x51: _o(2, 0.001),  # acceleration m/s2
+    0x52: _o(2, 0.001),  # gyroscope deg/s
+    0x53: _o(_VARIABLE),  # text
+    0x54: _o(_VARIABLE),  # raw
+    0x55: _o(4, 0.001),  # volume storage L
+    0x56: _o(2),  # conductivity uS/cm
+    0x57: _o(1, 1, "temperature", signed=True),  # degC
+    0x58: _o(1, 0.35, "temperature", signed=True),  # degC
+    0x59: _o(1, signed=True),  # count
+    0x5A: _o(2, signed=True),  # count
+    0x5B: _o(4, signed=True),  # count
+    0x5C: _o(4, 0.01, signed=True),  # power W
+    0x5D: _o(2, 0.001, signed=True),  # current A
+    0x5E: _o(2, 0.01, "wind_direction"),  # direction deg
+    0x5F: _o(2, 0.1),  # precipitation mm
+    0x60: _o(1),  # channel
+    0x61: _o(2),  # rotational speed rpm
+    0xF0: _o(2),  # device type id
+    0xF1: _o(4),  # firmware version
+    0xF2: _o(3),  # firmware version
+}
+_PACKET_ID: Final = 0x00
+
+
+@functools.lru_cache(maxsize=256)
+def _cipher(key: bytes) -> AESCCM:
+    """AES-CCM with the 4-byte MIC of bthome.io/encryption; memoised per key (pure)."""
+    return AESCCM(key, tag_length=_MIC_LEN)
+
+
+def _nonce(mac: bytes, info: int, counter: bytes) -> bytes:
+    # bthome.io/encryption: nonce = MAC (6) + UUID 0xFCD2 little-endian (2) + device
+    # information byte (1) + counter as transmitted (4) = 13 bytes.
+    return mac + _UUID_LE + bytes((info,)) + counter
+
+
+def encrypt(plain_objects: bytes, key: bytes, mac: bytes, counter: int, info: int = 0x41) -> bytes:
+    """Service data of an encrypted BTHome v2 advertisement (used by the simulator and tests)."""
+    counter_bytes = counter.to_bytes(_COUNTER_LEN, "little")
+    sealed = _cipher(key).encrypt(_nonce(mac, info, counter_bytes), plain_objects, None)
+    return bytes((info,)) + sealed[:-_MIC_LEN] + counter_bytes + sealed[-_MIC_LEN:]
+
+
+def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, list[Reading], int | None]:
+    readings: list[Reading] = []
+    packet_id: int | None = None
+    position, end = 0, len(data)
+    while position < end:
+        object_id = data[position]
+        layout = OBJECTS.get(object_id)
+        if layout is None:
+            return packet_id, readings, object_id  # unknown id: length unknown, stop here
+        position += 1
+        size = layout.size
+        if size == _VARIABLE:
+            if position >= end:
+                raise BleDecodeError("bthome_truncated", f"object 0x{object_id:02x} has no length", device=device)
+            size = data[position]
+            position += 1
+        if position + size > end:
+            raise BleDecodeError(
+                "bthome_truncated", f"object 0x{object_id:02x} needs {size} bytes", device=device
+            )
+        if layout.metric is not None:
+            raw = int.from_bytes(data[position : position + size], "little", signed=layout.signed)
+            readings.append(Reading(device, layout.metric, round(raw * layout.factor, 6), ts))
+        elif object_id == _PACKET_ID:
+            packet_id = data[position]
+        position += size
+    return packet_id, readings, None
+
+
+def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None = None) -> Decoded:
+    """Decode BTHome v2 service data. `mac` is the 6-byte address, most significant first."""
+    if not payload:
+        raise BleDecodeError("bthome_truncated", "empty service data", device=device)
+    info = payload[0]
+    if info >> _VERSION_SHIFT != 2:
+        raise BleDecodeError("bthome_version", f"device information 0x{info:02x} is not v2", device=device)
+    if not info & _ENCRYPTED:
+        packet_id, readings, unknown = _parse_objects(payload[1:], device, ts)
+        return Decoded("bthome", packet_id, readings, None, unknown)
+    if key is None:
+        raise BleDecodeError("bthome_no_key", "encrypted advertisement and no key configured", device=device)
+    if len(payload) < 1 + _COUNTER_LEN + _MIC_LEN:
+        raise BleDecodeError("bthome_truncated", "encrypted payload shorter than counter + MIC", device=device)
+    counter_bytes = payload[-_COUNTER_LEN - _MIC_LEN : -_MIC_LEN]
+    ciphertext = payload[1 : -_COUNTER_LEN - _MIC_LEN]
+    try:
+        plain = _cipher(key).decrypt(_nonce(mac, info, counter_bytes), ciphertext + payload[-_MIC_LEN:], None)
+    except InvalidTag:
+        raise BleDecodeError("bthome_bad_mic", "MIC check failed (wrong key or tampered)", device=device) from None
+    packet_id, readings, unknown = _parse_objects(plain, device, ts)
+    counter = int.from_bytes(counter_bytes, "little")
+    return Decoded("bthome", packet_id, readings, counter, unknown)

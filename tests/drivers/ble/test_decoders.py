@@ -1,0 +1,150 @@
+"""Decoders against published vectors (tests/drivers/ble/vectors.py cites each) and hypothesis."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.ble.decoders import bthome, pvvx, ruuvi
+from drivers.ble.errors import BleDecodeError
+from gateway.model import CATALOG
+from tests.drivers.ble import vectors as v
+
+DEVICE = "ble:TEST"
+TS = 1_700_000_000.0
+
+
+def _values(decoded) -> dict[str, float]:
+    values = {r.metric: r.value for r in decoded.readings}
+    assert len(values) == len(decoded.readings), "a metric appeared twice"
+    for r in decoded.readings:
+        assert r.metric in CATALOG and r.device == DEVICE and r.ts == TS
+    return values
+
+
+@pytest.mark.parametrize("name,source,payload,sequence,expected", v.RUUVI, ids=[c[0] for c in v.RUUVI])
+def test_ruuvi_published_vectors(name, source, payload, sequence, expected) -> None:
+    decoded = ruuvi.decode(bytes.fromhex(payload), DEVICE, TS)
+    assert decoded.sequence == sequence
+    assert _values(decoded) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("case", v.BTHOME, ids=[c[0] for c in v.BTHOME])
+def test_bthome_published_vectors(case) -> None:
+    name, source, payload, packet_id, expected, unknown = case
+    decoded = bthome.decode(bytes.fromhex(payload), b"\0" * 6, DEVICE, TS)
+    assert decoded.sequence == packet_id
+    assert decoded.unknown_object == unknown
+    assert decoded.counter is None
+    assert _values(decoded) == pytest.approx(expected, abs=1e-6)
+
+
+def test_bthome_encrypted_published_example() -> None:
+    key, mac = bytes.fromhex(v.BTHOME_KEY), bytes.fromhex(v.BTHOME_MAC)
+    decoded = bthome.decode(bytes.fromhex(v.BTHOME_ENCRYPTED), mac, DEVICE, TS, key)
+    assert decoded.counter == v.BTHOME_ENCRYPTED_COUNTER
+    assert _values(decoded) == pytest.approx(v.BTHOME_ENCRYPTED_VALUES)
+
+
+def test_bthome_encrypt_reproduces_published_example() -> None:
+    key, mac = bytes.fromhex(v.BTHOME_KEY), bytes.fromhex(v.BTHOME_MAC)
+    sealed = bthome.encrypt(bytes.fromhex("02CA0903BF13"), key, mac, v.BTHOME_ENCRYPTED_COUNTER)
+    assert sealed.hex() == v.BTHOME_ENCRYPTED
+
+
+@pytest.mark.parametrize(
+    "key,mac,cause",
+    [
+        (None, v.BTHOME_MAC, "bthome_no_key"),
+        ("00" * 16, v.BTHOME_MAC, "bthome_bad_mic"),  # wrong key
+        (v.BTHOME_KEY, "5448E68F80A6", "bthome_bad_mic"),  # right key, another tag's MAC
+    ],
+)
+def test_bthome_encrypted_rejects(key, mac, cause) -> None:
+    with pytest.raises(BleDecodeError) as info:
+        bthome.decode(
+            bytes.fromhex(v.BTHOME_ENCRYPTED), bytes.fromhex(mac), DEVICE, TS,
+            bytes.fromhex(key) if key else None,
+        )
+    assert info.value.cause == cause
+
+
+def test_bthome_tampered_ciphertext_fails_mic() -> None:
+    payload = bytearray(bytes.fromhex(v.BTHOME_ENCRYPTED))
+    payload[2] ^= 0x01
+    with pytest.raises(BleDecodeError) as info:
+        bthome.decode(bytes(payload), bytes.fromhex(v.BTHOME_MAC), DEVICE, TS, bytes.fromhex(v.BTHOME_KEY))
+    assert info.value.cause == "bthome_bad_mic"
+
+
+@pytest.mark.parametrize(
+    "payload,cause",
+    [("", "bthome_truncated"), ("20" "02CA09", "bthome_version"), ("40" "02CA", "bthome_truncated"),
+     ("41" "0011", "bthome_truncated"), ("40" "53", "bthome_truncated")],
+)
+def test_bthome_bad_frames(payload, cause) -> None:
+    with pytest.raises(BleDecodeError) as info:
+        bthome.decode(bytes.fromhex(payload), b"\0" * 6, DEVICE, TS, b"\1" * 16)
+    assert info.value.cause == cause
+
+
+@pytest.mark.parametrize("case", v.PVVX, ids=[c[0] for c in v.PVVX])
+def test_pvvx_readme_layouts(case) -> None:
+    name, source, payload, fmt, counter, expected = case
+    decoded = pvvx.decode(bytes.fromhex(payload), DEVICE, TS)
+    assert (decoded.format, decoded.sequence) == (fmt, counter)
+    assert _values(decoded) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "module,payload,cause",
+    [(ruuvi, "", "ruuvi_length"), (ruuvi, "0512FC", "ruuvi_length"), (ruuvi, "04" + "00" * 17, "ruuvi_format"),
+     (ruuvi, "03" + "00" * 14, "ruuvi_length"), (pvvx, "00" * 14, "pvvx_length")],
+)
+def test_short_or_unknown_frames(module, payload, cause) -> None:
+    with pytest.raises(BleDecodeError) as info:
+        module.decode(bytes.fromhex(payload), DEVICE, TS)
+    assert info.value.cause == cause
+
+
+def _only_own_errors(call) -> None:
+    try:
+        decoded = call()
+    except BleDecodeError:
+        return
+    for reading in decoded.readings:
+        assert reading.metric in CATALOG
+        assert isinstance(reading.value, float) or isinstance(reading.value, int)
+
+
+@given(st.binary(max_size=40))
+def test_ruuvi_arbitrary_bytes(data: bytes) -> None:
+    _only_own_errors(lambda: ruuvi.decode(data, DEVICE, TS))
+
+
+@given(st.binary(max_size=40))
+def test_pvvx_arbitrary_bytes(data: bytes) -> None:
+    _only_own_errors(lambda: pvvx.decode(data, DEVICE, TS))
+
+
+@given(st.binary(max_size=40), st.one_of(st.none(), st.binary(min_size=16, max_size=16)))
+def test_bthome_arbitrary_bytes(data: bytes, key: bytes | None) -> None:
+    _only_own_errors(lambda: bthome.decode(data, b"\x01\x02\x03\x04\x05\x06", DEVICE, TS, key))
+
+
+@given(st.binary(max_size=30))
+def test_bthome_arbitrary_objects_after_v2_header(data: bytes) -> None:
+    _only_own_errors(lambda: bthome.decode(b"\x40" + data, b"\0" * 6, DEVICE, TS))
+
+
+@given(st.binary(max_size=20), st.integers(0, 2**32 - 1), st.binary(min_size=16, max_size=16))
+def test_bthome_encrypt_decrypt_round_trip(objects: bytes, counter: int, key: bytes) -> None:
+    mac = b"\xaa\xbb\xcc\xdd\xee\xff"
+    sealed = bthome.encrypt(objects, key, mac, counter)
+    try:
+        decoded = bthome.decode(sealed, mac, DEVICE, TS, key)
+    except BleDecodeError as error:
+        assert error.cause == "bthome_truncated"  # random objects may end mid-value
+        return
+    assert decoded.counter == counter

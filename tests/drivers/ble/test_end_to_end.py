@@ -1,0 +1,142 @@
+"""Simulated tags -> private mock BlueZ -> bleak's real BlueZ backend -> driver -> windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.windows import Aggregator, finalize
+from simulators.ble.tags import CARRIES, DEFAULT_KEY, FORMATS, SimTag, make_tags
+from tests.support.wait import async_wait_for
+
+WRONG_KEY = "00112233445566778899aabbccddeeff"
+
+
+def _keys(tags: list[SimTag]) -> dict[str, str]:
+    return {t.mac: DEFAULT_KEY.hex() for t in tags if t.format == "bthome_enc"}
+
+
+async def _drain(sim, harness, tags: list[SimTag]) -> None:
+    """Stop the tags, then wait until the driver has every measurement they delivered."""
+    sim.stall("forever")
+
+    def caught_up() -> bool:
+        return all(len(harness.of(t.mac, CARRIES[t.format][0])) == len(t.sent) for t in tags)
+
+    await async_wait_for(caught_up, timeout=10, what="driver to receive every delivered measurement")
+
+
+async def test_every_format_end_to_end_into_windows(simulator, harness) -> None:
+    tags = make_tags(2)
+    sim = await simulator(tags, interval=0.1, repeats=3)
+    harness.start(bthome_keys=_keys(tags), stall_timeout=30)
+    await async_wait_for(lambda: all(len(t.sent) >= 4 for t in tags), timeout=20, what="4 measurements per tag")
+    await _drain(sim, harness, tags)
+
+    aggregator = Aggregator(window=3600, grace=0)
+    for reading in harness.readings:
+        aggregator.add(reading)
+    records = {
+        (device, metric): finalize(device, metric, start, aggregator.window, acc)
+        for start, (device, metric), acc in aggregator.flush_all().closed
+    }
+    assert harness.ctx.decode_errors == {}
+    assert {t.format for t in tags} == set(FORMATS)
+    for tag in tags:
+        device = "ble:" + tag.mac
+        for metric in CARRIES[tag.format]:
+            record = records[(device, metric)]
+            sent = [m[metric] for m in tag.sent]
+            assert record.count == len(sent), (tag.format, metric)  # repeats collapsed, none lost
+            assert record.min == pytest.approx(min(sent)), (tag.format, metric)
+            assert record.max == pytest.approx(max(sent)), (tag.format, metric)
+            assert record.last == pytest.approx(sent[-1]), (tag.format, metric)
+            assert record.mean == pytest.approx(sum(sent) / len(sent)), (tag.format, metric)
+        rssi = records[(device, "rssi")]
+        assert rssi.count == len(tag.sent) and -90 <= rssi.min <= rssi.max <= -50
+        assert rssi.unit == "dBm"
+    # Every measurement was advertised three times; the repeats were counted, not emitted.
+    assert harness.ctx.counters["duplicate_advertisements"] >= sum(len(t.sent) for t in tags)
+    assert records[("ble:" + tags[0].mac, "battery_voltage")].kind == "gauge"
+
+
+async def test_encrypted_bthome_right_wrong_missing_key_and_replay(simulator, harness) -> None:
+    right, wrong, missing = (SimTag("bthome_enc", i) for i in range(3))
+    sim = await simulator([right, wrong, missing], interval=0.1, repeats=2)
+    harness.start(bthome_keys={right.mac: DEFAULT_KEY.hex(), wrong.mac: WRONG_KEY}, stall_timeout=30)
+    await async_wait_for(lambda: len(right.sent) >= 3, timeout=15, what="3 measurements")
+    await _drain(sim, harness, [right])
+
+    errors = harness.ctx.decode_errors
+    assert len(harness.of(right.mac, "temperature")) == len(right.sent)
+    assert [m["temperature"] for m in right.sent] == [r.value for r in harness.of(right.mac, "temperature")]
+    assert harness.of(wrong.mac) == [] and errors["bthome_bad_mic"] >= 1
+    assert harness.of(missing.mac) == [] and errors["bthome_no_key"] >= 1
+
+    # Replay: a correctly encrypted advertisement with an old counter is refused.
+    before = len(harness.of(right.mac))
+    right.counter -= 5
+    right.measurement += 1000  # different content, so only the counter can refuse it
+    await sim.send(right)
+    await async_wait_for(lambda: errors.get("bthome_replay", 0) == 1, timeout=5, what="replay refused")
+    assert len(harness.of(right.mac)) == before
+
+    # A fresh counter is accepted again.
+    right.counter += 100
+    await sim.send(right)
+    await async_wait_for(lambda: len(harness.of(right.mac)) > before, timeout=5, what="fresh counter accepted")
+
+
+@pytest.mark.parametrize("mode", ["scanner", "adapter"])
+async def test_recovery_after_a_stall(simulator, harness, mode) -> None:
+    tags = [SimTag("ruuvi5", 0), SimTag("pvvx", 0)]
+    sim = await simulator(tags, interval=0.05, repeats=1)
+    harness.start(stall_timeout=0.4, power_off_seconds=0.05, restarts_before_power_cycle=1)
+    await async_wait_for(lambda: len(harness.of(tags[0].mac)) > 0, timeout=10, what="first readings")
+    counters = harness.ctx.counters
+    assert counters.get("scanner_restarts", 0) == 0
+
+    sim.stall(mode)
+    stalled_at = len(harness.readings)
+    await async_wait_for(lambda: counters.get("recoveries", 0) >= 1, timeout=15, what="recovery")
+    await async_wait_for(lambda: len(harness.readings) > stalled_at, timeout=5, what="readings again")
+    assert counters["scanner_restarts"] >= 1
+    if mode == "scanner":
+        assert counters.get("adapter_power_cycles", 0) == 0 and sim.power_cycles == 0
+    else:
+        assert counters["adapter_power_cycles"] == 1 and sim.power_cycles == 1
+    assert sim.stall_mode is None and harness.task is not None and not harness.task.done()
+
+
+async def test_bluez_in_progress_is_retried_not_fatal(simulator, harness) -> None:
+    tag = SimTag("bthome", 0)
+    sim = await simulator([tag], interval=0.05)
+    await sim.fail_next_discovery_starts(2)
+    harness.start(stall_timeout=2)  # retry delay = min(0.5, stall_timeout / 8)
+    await async_wait_for(lambda: harness.of(tag.mac), timeout=15, what="readings after InProgress")
+    assert harness.ctx.counters["bluez_transient_errors"] >= 2
+    assert sim.discovery_starts == 1
+
+
+async def test_allowlist_and_passive_scanning(simulator, harness) -> None:
+    allowed, other = SimTag("atc1441", 0), SimTag("atc1441", 1)
+    await simulator([allowed, other], interval=0.05, require_discovery=False)
+    harness.start(allow=[allowed.mac.lower()], scanning_mode="passive", stall_timeout=30)
+    await async_wait_for(lambda: len(harness.of(allowed.mac)) >= 5, timeout=15, what="allowed tag readings")
+    assert harness.of(other.mac) == []
+    assert harness.ctx.counters["ignored_advertisements"] >= 1
+
+
+async def test_adapter_unplugged_and_back_is_never_fatal(simulator, harness) -> None:
+    tag = SimTag("pvvx", 0)
+    sim = await simulator([tag], interval=0.05, repeats=1)
+    harness.start(stall_timeout=0.3, power_off_seconds=0.02)
+    await async_wait_for(lambda: harness.of(tag.mac), timeout=10, what="first readings")
+    counters = harness.ctx.counters
+
+    await sim.unplug()
+    await async_wait_for(lambda: counters.get("recovery_failures", 0) >= 2, timeout=15, what="failed recoveries")
+    assert not harness.task.done()  # every failed step was counted, none ended the driver
+    before = len(harness.of(tag.mac))
+    await sim.replug()
+    await async_wait_for(lambda: len(harness.of(tag.mac)) > before, timeout=15, what="readings after replug")
+    assert counters.get("recoveries", 0) >= 1

@@ -1,0 +1,139 @@
+"""Classification, dedup, replay guard (with persistence), allowlist and config validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.ble import Config
+from drivers.ble.decoders import BTHOME_UUID, ENVIRONMENTAL_SENSING_UUID, RUUVI_COMPANY_ID, bthome
+from drivers.ble.dedup import ReplayGuard
+from drivers.ble.errors import BleDecodeError
+from drivers.ble.pipeline import AdvertisementPipeline, Outcome
+from gateway.config import parse_config
+from gateway.errors import ConfigError
+from tests.drivers.ble import vectors as v
+
+RUUVI_MAC = "CB:B8:33:4C:88:4F"
+RUUVI = bytes.fromhex(v.RUUVI[0][2])
+ENC_MAC = ":".join(v.BTHOME_MAC[i : i + 2] for i in range(0, 12, 2))
+KEYS = {ENC_MAC: bytes.fromhex(v.BTHOME_KEY)}
+
+
+def test_same_sequence_is_one_reading_set_with_rssi() -> None:
+    pipeline = AdvertisementPipeline()
+    outcome, readings = pipeline.process(RUUVI_MAC.lower(), {RUUVI_COMPANY_ID: RUUVI}, {}, -61, 1.0)
+    assert outcome == "" and {r.device for r in readings} == {"ble:" + RUUVI_MAC}
+    assert [r.value for r in readings if r.metric == "rssi"] == [-61.0]
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: RUUVI}, {}, -70, 2.0) == (Outcome.DUPLICATE, [])
+    # The next measurement sequence is new again.
+    next_frame = RUUVI[:16] + (206).to_bytes(2, "big") + RUUVI[18:]
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: next_frame}, {}, -70, 3.0)[0] == ""
+
+
+def test_formats_without_sequence_dedup_on_payload() -> None:
+    pipeline = AdvertisementPipeline(emit_rssi=False)
+    frame = bytes.fromhex(v.RUUVI[4][2])  # data format 3 has no sequence number
+    first = pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: frame}, {}, None, 1.0)
+    assert first[0] == "" and all(r.metric != "rssi" for r in first[1])
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: frame}, {}, None, 2.0)[0] == Outcome.DUPLICATE
+
+
+def test_unknown_bthome_object_keeps_earlier_readings_and_is_counted() -> None:
+    counted: list[str] = []
+    pipeline = AdvertisementPipeline(count=counted.append, emit_rssi=False)
+    outcome, readings = pipeline.process("A4:C1:38:00:00:02", {}, {BTHOME_UUID: bytes.fromhex("4002CA09FE0103BF13")},
+                                         -60, 1.0)
+    assert outcome == "" and [(r.metric, r.value) for r in readings] == [("temperature", 25.06)]
+    assert counted == [Outcome.UNKNOWN_OBJECT]
+
+
+def test_unrecognised_and_not_allowlisted_are_ignored() -> None:
+    pipeline = AdvertisementPipeline(allow=frozenset({"AA:AA:AA:AA:AA:AA"}))
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: RUUVI}, {}, -60, 1.0)[0] == Outcome.IGNORED
+    open_pipeline = AdvertisementPipeline()
+    assert open_pipeline.process(RUUVI_MAC, {0x004C: b"\x02\x15"}, {"0000feaa-0000-1000-8000-00805f9b34fb": b"x"},
+                                 -60, 1.0)[0] == Outcome.IGNORED
+
+
+def test_pvvx_and_bthome_routed_by_service_uuid() -> None:
+    pipeline = AdvertisementPipeline()
+    assert pipeline.process("A4:C1:38:12:34:56", {}, {ENVIRONMENTAL_SENSING_UUID: bytes.fromhex(v.PVVX[0][2])},
+                            -60, 1.0)[0] == ""
+    assert pipeline.process("A4:C1:38:00:00:01", {}, {BTHOME_UUID: bytes.fromhex("4002CA09")}, -60, 1.0)[0] == ""
+
+
+def test_encrypted_repeat_is_duplicate_and_older_counter_is_replay(tmp_path: Path) -> None:
+    guard = ReplayGuard(tmp_path)
+    pipeline = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=guard)
+    service = {BTHOME_UUID: bytes.fromhex(v.BTHOME_ENCRYPTED)}
+    outcome, readings = pipeline.process(ENC_MAC, {}, service, -60, 1.0)
+    assert outcome == "" and {r.metric for r in readings} == {"temperature", "humidity", "rssi"}
+    assert pipeline.process(ENC_MAC, {}, service, -60, 2.0)[0] == Outcome.DUPLICATE
+    guard.save()
+
+    # After a restart the remembered counter still holds: the last advertisement repeated gives
+    # nothing, an older (recorded) one is refused as a replay, a newer one is accepted.
+    restarted = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=ReplayGuard(tmp_path))
+    assert restarted.process(ENC_MAC, {}, service, -60, 3.0) == (Outcome.DUPLICATE, [])
+    key, mac = KEYS[ENC_MAC], bytes.fromhex(v.BTHOME_MAC)
+    older = bthome.encrypt(bytes.fromhex("02CA09"), key, mac, v.BTHOME_ENCRYPTED_COUNTER - 1)
+    with pytest.raises(BleDecodeError) as info:
+        restarted.process(ENC_MAC, {}, {BTHOME_UUID: older}, -60, 4.0)
+    assert info.value.cause == "bthome_replay"
+    newer = bthome.encrypt(bytes.fromhex("02CA09"), key, mac, v.BTHOME_ENCRYPTED_COUNTER + 1)
+    assert restarted.process(ENC_MAC, {}, {BTHOME_UUID: newer}, -60, 5.0)[0] == ""
+
+
+def test_replay_guard_survives_a_damaged_file(tmp_path: Path) -> None:
+    (tmp_path / ReplayGuard.FILE_NAME).write_text("{not json")
+    guard = ReplayGuard(tmp_path)
+    assert guard.check("ble:X", 5) and not guard.check("ble:X", 5) and not guard.check("ble:X", 4)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=30))
+def test_replay_guard_accepts_only_increasing_counters(counters: list[int]) -> None:
+    guard = ReplayGuard()
+    best = -1
+    for counter in counters:
+        assert guard.check("ble:X", counter) == (counter > best)
+        best = max(best, counter)
+
+
+def test_config_through_the_gateway_loader() -> None:
+    raw = {
+        "gateway": {"id": "gw1"},
+        "drivers": [{"type": "ble", "allow": ["AA:BB:CC:DD:EE:FF"], "stall_timeout": 60.0,
+                     "bthome_keys": {"AA:BB:CC:DD:EE:FF": v.BTHOME_KEY}}],
+    }
+    config = parse_config(raw)
+    settings = config.drivers[0]
+    assert isinstance(settings, Config) and settings.name == "ble" and settings.scanning_mode == "active"
+
+
+@pytest.mark.parametrize(
+    "driver,fragment",
+    [
+        ({"allow": ["not-a-mac"]}, "allow: expected MAC addresses"),
+        ({"bthome_keys": {"AA:BB:CC:DD:EE:FF": "abcd"}}, "expected 32 hex characters, found 4"),
+        ({"stall_timeout": 0.0}, "stall_timeout: expected"),
+        ({"scanning_mode": "sniff"}, "scanning_mode: expected"),
+        ({"adapter": "usb0"}, "adapter: expected"),
+    ],
+)
+def test_config_problems_name_the_key(driver, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"gateway": {"id": "gw1"}, "drivers": [{"type": "ble", **driver}]})
+    assert fragment in str(info.value)
+
+
+def test_package_import_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, drivers.ble; print(any(m.startswith(('bleak', 'cryptography', 'dbus')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,137 @@
+"""Published example payloads, each with its complete expected result and its source.
+
+Values are in the catalog's units (Pa, m/s2, V); the source's own units are noted where they
+differ. Ruuvi acceleration: mG x 9.80665 / 1000.
+"""
+
+from __future__ import annotations
+
+G = 9.80665 / 1000
+
+RUUVI_DOCS_DF5 = "docs.ruuvi.com/communication/bluetooth-advertisements/data-format-5-rawv2, Test vectors"
+RUUVI_DOCS_DF3 = "docs.ruuvi.com/communication/bluetooth-advertisements/data-format-3-rawv1, Test vectors"
+RUUVI_ISSUE_30 = "github.com/ruuvi/ruuvi-sensor-protocols issue #30 (corrected DF5 minimum vector)"
+
+# (name, source, payload hex (manufacturer data after 0x0499), sequence, expected readings)
+RUUVI = [
+    (
+        "df5 valid data", RUUVI_DOCS_DF5, "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F", 205,
+        {
+            "temperature": 24.3, "humidity": 53.49, "pressure": 100044.0,
+            "acceleration_x": 4 * G, "acceleration_y": -4 * G, "acceleration_z": 1036 * G,
+            "tx_power": 4.0, "battery_voltage": 2.977, "movement_count": 66.0,
+        },
+    ),
+    (
+        "df5 maximum values", RUUVI_DOCS_DF5, "057FFFFFFEFFFE7FFF7FFF7FFFFFDEFEFFFECBB8334C884F", 65534,
+        {
+            "temperature": 163.835, "humidity": 163.835, "pressure": 115534.0,
+            "acceleration_x": 32767 * G, "acceleration_y": 32767 * G, "acceleration_z": 32767 * G,
+            "tx_power": 20.0, "battery_voltage": 3.646, "movement_count": 254.0,
+        },
+    ),
+    (
+        "df5 minimum values", RUUVI_ISSUE_30, "058001000000008001800180010000000000CBB8334C884F", 0,
+        {
+            "temperature": -163.835, "humidity": 0.0, "pressure": 50000.0,
+            "acceleration_x": -32767 * G, "acceleration_y": -32767 * G, "acceleration_z": -32767 * G,
+            "tx_power": -40.0, "battery_voltage": 1.6, "movement_count": 0.0,
+        },
+    ),
+    # Every field "not available": no readings at all, no sequence.
+    ("df5 invalid values", RUUVI_DOCS_DF5, "058000FFFFFFFF800080008000FFFFFFFFFFFFFFFFFFFFFF", None, {}),
+    (
+        "df3 valid data", RUUVI_DOCS_DF3, "03291A1ECE1EFC18F94202CA0B53", None,
+        {
+            "humidity": 20.5, "temperature": 26.3, "pressure": 102766.0,
+            "acceleration_x": -1000 * G, "acceleration_y": -1726 * G, "acceleration_z": 714 * G,
+            "battery_voltage": 2.899,
+        },
+    ),
+    (
+        "df3 maximum values", RUUVI_DOCS_DF3, "03FF7F63FFFF7FFF7FFF7FFFFFFF", None,
+        {
+            "humidity": 127.5, "temperature": 127.99, "pressure": 115535.0,
+            "acceleration_x": 32767 * G, "acceleration_y": 32767 * G, "acceleration_z": 32767 * G,
+            "battery_voltage": 65.535,
+        },
+    ),
+    (
+        "df3 minimum values", RUUVI_DOCS_DF3, "0300FF6300008001800180010000", None,
+        {
+            "humidity": 0.0, "temperature": -127.99, "pressure": 50000.0,
+            "acceleration_x": -32767 * G, "acceleration_y": -32767 * G, "acceleration_z": -32767 * G,
+            "battery_voltage": 0.0,
+        },
+    ),
+]
+
+BTHOME_FORMAT = "bthome.io/format, Sensor data table (Example / Result columns)"
+BTHOME_ISSUE_118 = "github.com/Bluetooth-Devices/bthome-ble issue #118 (maintainer's worked example)"
+
+# (name, source, service data hex after UUID 0xFCD2, packet id, expected readings, unknown id)
+# Single-object examples from the format table are prefixed with device information 0x40
+# (v2, unencrypted, regular interval).
+BTHOME = [
+    ("battery", BTHOME_FORMAT, "40" "0161", None, {"battery": 97.0}, None),
+    ("temperature", BTHOME_FORMAT, "40" "02CA09", None, {"temperature": 25.06}, None),
+    ("humidity", BTHOME_FORMAT, "40" "03BF13", None, {"humidity": 50.55}, None),
+    ("humidity uint8", BTHOME_FORMAT, "40" "2E23", None, {"humidity": 35.0}, None),
+    ("pressure", BTHOME_FORMAT, "40" "04138A01", None, {"pressure": 100883.0}, None),  # 1008.83 hPa
+    ("co2", BTHOME_FORMAT, "40" "12E204", None, {"co2": 1250.0}, None),
+    ("pm2.5", BTHOME_FORMAT, "40" "0D120C", None, {"pm2_5": 3090.0}, None),
+    ("pm10", BTHOME_FORMAT, "40" "0E021C", None, {"pm10": 7170.0}, None),
+    ("tvoc", BTHOME_FORMAT, "40" "133301", None, {"tvoc_mass": 307.0}, None),
+    ("dewpoint", BTHOME_FORMAT, "40" "08CA06", None, {"dew_point": 17.38}, None),
+    ("illuminance", BTHOME_FORMAT, "40" "05138A14", None, {"illuminance": 13460.67}, None),
+    ("voltage", BTHOME_FORMAT, "40" "0C020C", None, {"battery_voltage": 3.074}, None),
+    ("distance mm", BTHOME_FORMAT, "40" "400C00", None, {"distance": 0.012}, None),
+    ("distance m", BTHOME_FORMAT, "40" "414E00", None, {"distance": 7.8}, None),
+    # Objects without a catalog metric are stepped over, the next one still decodes.
+    ("count then temp", BTHOME_FORMAT, "40" "0960" "02CA09", None, {"temperature": 25.06}, None),
+    (
+        "packet from a tag", BTHOME_ISSUE_118, "40003f015e02820803ac170c830b", 0x3F,
+        {"battery": 94.0, "temperature": 21.78, "humidity": 60.6, "battery_voltage": 2.947},
+        None,
+    ),
+    # An id the table does not know ends parsing: objects before it count, after it are lost.
+    ("unknown id stops", BTHOME_FORMAT, "40" "02CA09" "FE0102" "03BF13", None, {"temperature": 25.06}, 0xFE),
+]
+
+# bthome.io/encryption worked example: key, MAC, counter 0x00112233 as transmitted,
+# plain objects 02CA09 03BF13 (temperature 25.06, humidity 50.55).
+BTHOME_ENCRYPTION_SOURCE = "bthome.io/encryption (worked example)"
+BTHOME_KEY = "231d39c1d7cc1ab1aee224cd096db932"
+BTHOME_MAC = "5448E68F80A5"
+BTHOME_ENCRYPTED = "41a47266c95f730011223378237214"
+BTHOME_ENCRYPTED_COUNTER = 0x33221100  # bytes 00 11 22 33, little-endian
+BTHOME_ENCRYPTED_VALUES = {"temperature": 25.06, "humidity": 50.55}
+
+# pvvx and atc1441 publish field layouts, not example frames. These frames are built by hand
+# from the README tables (github.com/pvvx/ATC_MiThermometer "Custom format (all data
+# little-endian)"; github.com/atc1441/ATC_MiThermometer "Advertising format of the custom
+# firmware") for a tag A4:C1:38:12:34:56 reading 23.45 degC / 45.67 % / 2.985 V / 87 %.
+PVVX_SOURCE = "pvvx/ATC_MiThermometer README, custom format table (frame built from it)"
+ATC_SOURCE = "atc1441/ATC_MiThermometer README, advertising format table (frame built from it)"
+PVVX = [
+    (
+        "pvvx custom", PVVX_SOURCE,
+        "563412" "38C1A4" "2909" "D711" "A90B" "57" "2A" "05", "pvvx", 0x2A,
+        {"temperature": 23.45, "humidity": 45.67, "battery_voltage": 2.985, "battery": 87.0},
+    ),
+    (
+        "pvvx negative temperature", PVVX_SOURCE,
+        "563412" "38C1A4" "0CFE" "1027" "100E" "64" "FF" "00", "pvvx", 0xFF,
+        {"temperature": -5.0, "humidity": 100.0, "battery_voltage": 3.6, "battery": 100.0},
+    ),
+    (
+        "atc1441", ATC_SOURCE,
+        "A4C138" "123456" "00EA" "2D" "57" "0BA9" "07", "atc1441", 0x07,
+        {"temperature": 23.4, "humidity": 45.0, "battery": 87.0, "battery_voltage": 2.985},
+    ),
+    (
+        "atc1441 negative temperature", ATC_SOURCE,
+        "A4C138" "123456" "FFCE" "5A" "0A" "0898" "80", "atc1441", 0x80,
+        {"temperature": -5.0, "humidity": 90.0, "battery": 10.0, "battery_voltage": 2.2},
+    ),
+]
