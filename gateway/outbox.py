@@ -133,8 +133,9 @@ class Commit:
         self.dead = older.dead + self.dead
 
     def __bool__(self) -> bool:
+        # a close with no records still moves the persisted close boundary
         return bool(
-            (self.close and (self.close.closed or self.close.late))
+            self.close is not None
             or self.events
             or self.checkpoint
             or self.acks

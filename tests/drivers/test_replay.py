@@ -1,0 +1,76 @@
+"""Driver replay: formats, bad lines named and skipped, pace."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from pathlib import Path
+
+from drivers.replay import Config
+from drivers.replay.driver import ReplayDriver
+from drivers.replay.records import ReplayDecodeError, iter_records
+from gateway.driver import DriverContext
+from gateway.model import Reading
+from tests.support.wait import async_wait_for
+
+
+def context(tmp_path: Path, sink: list[Reading]) -> DriverContext:
+    return DriverContext("replay", gateway_id="t", state_dir=tmp_path, submit=sink.append, submit_event=lambda e: None)
+
+
+def test_jsonl_bad_lines_are_named_and_the_rest_plays(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(
+        '{"device":"a","metric":"temperature","value":1.5,"ts":1767225600}\n'
+        "not json\n"
+        '{"device":"a","metric":"bogus","value":1,"ts":1767225600}\n'
+        '{"device":"a","metric":"connector_status","value":"Charging","ts":1767225601}\n'
+        '{"device":"a","metric":"temperature","value":"NaN","ts":1767225601}\n'
+    )
+    items = list(iter_records(str(path)))
+    good = [i for i in items if not isinstance(i, ReplayDecodeError)]
+    bad = [i for i in items if isinstance(i, ReplayDecodeError)]
+    assert good == [("a", "temperature", 1.5, 1767225600.0), ("a", "connector_status", "Charging", 1767225601.0)]
+    assert [(e.line, e.cause) for e in bad] == [(2, "bad_json"), (3, "unknown_metric"), (5, "bad_value")]
+    assert "line 3" in str(bad[1]) and "bogus" in str(bad[1])
+
+
+def test_gzipped_csv_with_header(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv.gz"
+    path.write_bytes(gzip.compress(b"ts,device,metric,value\n1767225600,b,humidity,55\n1767225601,b,humidity\n"))
+    items = list(iter_records(str(path)))
+    assert items[0] == ("b", "humidity", 55.0, 1767225600.0)
+    assert isinstance(items[1], ReplayDecodeError) and items[1].line == 3 and items[1].cause == "short_row"
+
+
+async def test_driver_counts_bad_lines_and_keeps_recorded_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(
+        '{"device":"a","metric":"temperature","value":1,"ts":1767225600}\n'
+        '{"device":"a","metric":"temperature","value":"x","ts":1767225600.5}\n'
+        '{"device":"a","metric":"temperature","value":2,"ts":1767225601}\n'
+    )
+    sink: list[Reading] = []
+    ctx = context(tmp_path, sink)
+    driver = ReplayDriver(Config(type="replay", path=str(path), speed=0, timestamps="original"), ctx)
+    task = asyncio.create_task(driver.run())
+    await async_wait_for(lambda: len(sink) == 2, timeout=5)
+    task.cancel()
+    assert [r.ts for r in sink] == [1767225600.0, 1767225601.0]
+    assert ctx.decode_errors == {"bad_value": 1}
+
+
+async def test_replayed_timestamps_follow_the_play_clock_at_speed(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(
+        f'{{"device":"a","metric":"temperature","value":{i},"ts":{1767225600 + 60 * i}}}\n' for i in range(5)
+    ))
+    sink: list[Reading] = []
+    ctx = context(tmp_path, sink)
+    driver = ReplayDriver(Config(type="replay", path=str(path), speed=600.0), ctx)  # 60 s -> 0.1 s
+    task = asyncio.create_task(driver.run())
+    await async_wait_for(lambda: len(sink) == 5, timeout=5)
+    task.cancel()
+    gaps = [b.ts - a.ts for a, b in zip(sink, sink[1:], strict=False)]
+    assert all(abs(g - 0.1) < 1e-6 for g in gaps), gaps
+    assert abs(sink[0].ts - ctx.clock()) < 5
