@@ -28,6 +28,8 @@ from gateway.model import Event, Reading
 
 __all__ = ["Driver", "DriverContext", "DriverSettings"]
 
+_INF = float("inf")
+
 
 class DriverSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Keys every `[[drivers]]` table has. Driver configs subclass this."""
@@ -73,7 +75,14 @@ class DriverContext:
         self._logged_causes: set[str] = set()
 
     def emit(self, reading: Reading) -> None:
-        """Hand one reading to the windows. Must be called on the event loop thread."""
+        """Hand one reading to the windows. Must be called on the event loop thread.
+
+        A NaN or infinite value (a sensor's error sentinel a decoder missed) would poison a
+        window's min/max/mean: it is refused here, counted and logged once."""
+        value = reading.value
+        if value.__class__ is float and not -_INF < value < _INF:  # type: ignore[operator]
+            self.decode_error("non_finite_value", f"{reading.metric}={value!r}", device=reading.device)
+            return
         self.readings += 1
         self.last_seen = self.clock()
         self._submit(reading)
@@ -82,6 +91,10 @@ class DriverContext:
         submit = self._submit
         n = 0
         for reading in readings:
+            value = reading.value
+            if value.__class__ is float and not -_INF < value < _INF:  # type: ignore[operator]
+                self.decode_error("non_finite_value", f"{reading.metric}={value!r}", device=reading.device)
+                continue
             submit(reading)
             n += 1
         if n:

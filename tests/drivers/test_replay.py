@@ -74,3 +74,12 @@ async def test_replayed_timestamps_follow_the_play_clock_at_speed(tmp_path: Path
     gaps = [b.ts - a.ts for a, b in zip(sink, sink[1:], strict=False)]
     assert all(abs(g - 0.1) < 1e-6 for g in gaps), gaps
     assert abs(sink[0].ts - ctx.clock()) < 5
+
+
+def test_context_refuses_non_finite_values_and_counts_them(tmp_path: Path) -> None:
+    sink: list[Reading] = []
+    ctx = context(tmp_path, sink)
+    ctx.emit(Reading("a", "temperature", float("nan"), 1.0))
+    ctx.emit_many([Reading("a", "temperature", float("inf"), 1.0), Reading("a", "temperature", 2.0, 1.0)])
+    assert [r.value for r in sink] == [2.0]
+    assert ctx.decode_errors == {"non_finite_value": 2} and ctx.readings == 1
