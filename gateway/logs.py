@@ -37,3 +37,6 @@ def configure_logging(
     # Libraries that log through the standard library (paho, websockets, pymodbus) go to the
     # same stream at warning and above, so their complaints are not lost.
     logging.basicConfig(level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: %(message)s")  # type: ignore[arg-type]
+    # pymodbus logs every unanswered request at ERROR with a frame dump: on a noisy RS-485 bus
+    # that is a line per poll. The serial driver counts and logs those once per cause instead.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -26,7 +26,7 @@ def wait_for(
 
 async def async_wait_for(
     condition: Callable[[], T | Awaitable[T]],
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - bounds polling of a condition, not one awaitable
     interval: float = 0.02,
     what: str = "",
 ) -> T:
