@@ -1,0 +1,68 @@
+"""Cayenne Low Power Payload (myDevices, github.com/myDevicesIoT/CayenneLPP, README "Data Types").
+
+Frame: repeated [channel(1), type(1), value(N)], big endian. Type = IPSO object id - 3200. Types
+without a catalog metric (digital/analog I/O, gyrometer, GPS) are skipped by their size so the
+rest of the frame still decodes. Several channels of one type yield several readings.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from drivers.lorawan.errors import LoRaWANDecodeError
+
+__all__ = ["decode"]
+
+_G = 9.80665  # standard gravity: LPP accelerometer counts 0.001 G, the catalog wants m/s2
+
+# type: (size, signed, (metric or None, scale to catalog unit) per big-endian component)
+_TYPES: Final[dict[int, tuple[int, bool, tuple[tuple[str | None, float], ...]]]] = {
+    0x00: (1, False, ((None, 1),)),  # digital input
+    0x01: (1, False, ((None, 1),)),  # digital output
+    0x02: (2, True, ((None, 0.01),)),  # analog input
+    0x03: (2, True, ((None, 0.01),)),  # analog output
+    0x65: (2, False, (("illuminance", 1.0),)),  # 1 lux unsigned
+    0x66: (1, False, (("occupancy", 1.0),)),  # presence
+    0x67: (2, True, (("temperature", 0.1),)),  # 0.1 degC signed
+    0x68: (1, False, (("humidity", 0.5),)),  # 0.5 % unsigned
+    0x71: (6, True, (("acceleration_x", 0.001 * _G), ("acceleration_y", 0.001 * _G), ("acceleration_z", 0.001 * _G))),
+    0x73: (2, False, (("pressure", 10.0),)),  # 0.1 hPa unsigned -> Pa
+    0x86: (6, True, ((None, 0.01), (None, 0.01), (None, 0.01))),  # gyrometer
+    0x88: (9, True, ((None, 1), (None, 1), (None, 1))),  # GPS: 3 x 3-byte fields
+}
+
+
+def decode(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    pos, n = 0, len(payload)
+    while pos < n:
+        if pos + 2 > n:
+            raise LoRaWANDecodeError("codec_cayenne_lpp", f"channel header cut at byte {pos}")
+        kind = payload[pos + 1]
+        row = _TYPES.get(kind)
+        if row is None:
+            raise LoRaWANDecodeError("codec_cayenne_lpp", f"unknown data type 0x{kind:02x}")
+        size, signed, fields = row
+        start = pos + 2
+        if start + size > n:
+            raise LoRaWANDecodeError("codec_cayenne_lpp", f"type 0x{kind:02x} value cut short")
+        width = size // len(fields)
+        for i, (metric, scale) in enumerate(fields):
+            if metric is None:
+                continue
+            raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "big", signed=signed)
+            out.append((metric, raw * scale))
+        pos = start + size
+    return out
+
+
+_LPP_UNITS: Final[dict[int, float]] = {0x02: 0.01, 0x65: 1.0, 0x66: 1.0, 0x67: 0.1, 0x68: 0.5, 0x73: 0.1}
+
+
+def encode(values: list[tuple[int, int, float]]) -> bytes:
+    """(channel, type, value in LPP units: degC, %RH, hPa, lux) -> bytes; the simulator's side."""
+    out = bytearray()
+    for channel, kind, value in values:
+        size, signed, _ = _TYPES[kind]
+        out += bytes((channel, kind)) + round(value / _LPP_UNITS[kind]).to_bytes(size, "big", signed=signed)
+    return bytes(out)

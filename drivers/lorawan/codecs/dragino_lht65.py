@@ -1,0 +1,55 @@
+"""Dragino LHT65 / LHT65N temperature and humidity sensor, uplink on FPort 2.
+
+Layout (Dragino LHT65 User Manual section 2.4 "Uplink Payload"; LHT65N manual section 2.4),
+big endian: BAT(2: bits 15..14 status, 13..0 millivolts) | built-in temperature (int16 / 100)
+| built-in humidity (uint16 / 10) | Ext (1: low nibble = external sensor type) | Ext value (4,
+absent when Ext = 0). Ext type 1 is a DS18B20 probe: int16 / 100 degC, 0x7FFF = no probe
+(section 2.4.6). FPort 3 carries datalog records and FPort 5 device status: no readings here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from drivers.lorawan.errors import LoRaWANDecodeError
+
+__all__ = ["decode"]
+
+_NO_VALUE: Final = 0x7FFF  # sensor absent or failed (327.67)
+
+
+def decode(payload: bytes, fport: int | None = 2) -> list[tuple[str, float]]:
+    if fport is not None and fport != 2:
+        return []
+    if len(payload) < 7:
+        raise LoRaWANDecodeError("codec_dragino_lht65", f"{len(payload)} bytes, need at least 7")
+    out: list[tuple[str, float]] = []
+    bat = int.from_bytes(payload[0:2], "big") & 0x3FFF
+    out.append(("battery_voltage", bat / 1000))
+    temp_raw = int.from_bytes(payload[2:4], "big", signed=True)
+    if temp_raw != _NO_VALUE:
+        out.append(("temperature", temp_raw / 100))
+    hum_raw = int.from_bytes(payload[4:6], "big")
+    if hum_raw <= 1000:  # above 100.0 %RH is the SHT's "no data" pattern
+        out.append(("humidity", hum_raw / 10))
+    ext_type = payload[6] & 0x0F
+    if ext_type == 1:
+        if len(payload) < 9:
+            raise LoRaWANDecodeError("codec_dragino_lht65", "external temperature cut short")
+        ext_raw = int.from_bytes(payload[7:9], "big", signed=True)
+        if ext_raw != _NO_VALUE:
+            out.append(("temperature_external", ext_raw / 100))
+    return out
+
+
+def encode(battery_mv: int, temperature: float, humidity: float, external: float | None) -> bytes:
+    """The device's side, for the simulator: Ext type 1 with a probe value or 0x7FFF."""
+    ext = _NO_VALUE if external is None else round(external * 100)
+    return (
+        (0xC000 | battery_mv).to_bytes(2, "big")
+        + round(temperature * 100).to_bytes(2, "big", signed=True)
+        + round(humidity * 10).to_bytes(2, "big")
+        + b"\x01"
+        + ext.to_bytes(2, "big", signed=True)
+        + b"\x7f\xff"
+    )

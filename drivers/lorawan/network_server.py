@@ -1,0 +1,237 @@
+"""Uplink events of network-server MQTT integrations, parsed into one neutral shape.
+
+- ChirpStack v4: topic `application/<id>/device/<devEui>/event/up`, JSON marshaler
+  (chirpstack.io docs, Integrations > Events > "up"): `deviceInfo.devEui`, `time`, `fCnt`,
+  `fPort`, `data` (base64), `object` (codec output), `rxInfo[].rssi/.snr`.
+- ChirpStack v3: topic `application/<id>/device/<devEUI>/rx` (or `.../event/up`): `devEUI`,
+  `fCnt`, `fPort`, `data`, `object` or `objectJSON` (a JSON string), `rxInfo[].rssi/.loRaSNR`,
+  `rxInfo[].time`.
+- The Things Stack v3: topic `v3/<app>@<tenant>/devices/<dev>/up`: `end_device_ids.dev_eui`,
+  `received_at`, `uplink_message.{f_port,f_cnt,frm_payload,decoded_payload,rx_metadata[]}`.
+Every field may be missing; defaults apply. Pure: JSON bytes and receive time in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from drivers.lorawan.errors import LoRaWANDecodeError
+
+__all__ = ["NsUplink", "decoded_object_measurements", "parse_iso_time", "parse_uplink"]
+
+
+class NsUplink(msgspec.Struct, kw_only=True):
+    dev_eui: str  # lower-case hex, 16 digits
+    ts: float  # event time: the network server's time field, else the receive time
+    fport: int | None = None
+    fcnt: int | None = None
+    payload: bytes | None = None
+    decoded: dict[str, Any] | None = None
+    rssi: float | None = None  # best over the gateways that heard it
+    snr: float | None = None
+    source: str = ""  # "chirpstack_v4", "chirpstack_v3", "tts_v3"
+
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+def parse_iso_time(text: Any) -> float | None:
+    """RFC 3339 with nanoseconds (Go's format) or 'Z'; None when unusable."""
+    if not isinstance(text, str) or not text:
+        return None
+    cleaned = _FRACTION.sub(lambda m: m.group(1), text.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
+def _b64(text: Any) -> bytes | None:
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise LoRaWANDecodeError("bad_base64", f"payload is a {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise LoRaWANDecodeError("bad_base64", "payload is not base64") from None
+
+
+def _eui(value: Any) -> str:
+    if isinstance(value, str):
+        text = value.strip().lower().replace("-", "").replace(":", "")
+        if re.fullmatch(r"[0-9a-f]{16}", text):
+            return text
+        try:  # ChirpStack v3 protobuf-JSON gives base64 EUIs
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) == 8:
+            return raw.hex()
+    raise LoRaWANDecodeError("unknown_deveui", f"DevEUI {value!r} is not 8 bytes")
+
+
+def _best_link(rx: Any, rssi_keys: tuple[str, ...], snr_keys: tuple[str, ...]) -> tuple[float | None, float | None]:
+    best_rssi: float | None = None
+    best_snr: float | None = None
+    if not isinstance(rx, list):
+        return None, None
+    for item in rx:
+        if not isinstance(item, dict):
+            continue
+        rssi = next((item[k] for k in rssi_keys if isinstance(item.get(k), (int, float))), None)
+        snr = next((item[k] for k in snr_keys if isinstance(item.get(k), (int, float))), None)
+        if rssi is not None and (best_rssi is None or rssi > best_rssi):
+            best_rssi, best_snr = float(rssi), (float(snr) if snr is not None else best_snr)
+        elif best_rssi is None and snr is not None and (best_snr is None or snr > best_snr):
+            best_snr = float(snr)
+    return best_rssi, best_snr
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) and value else None
+
+
+def _chirpstack_v4(doc: dict[str, Any], received: float) -> NsUplink:
+    info = doc.get("deviceInfo") or {}
+    rssi, snr = _best_link(doc.get("rxInfo"), ("rssi",), ("snr",))
+    return NsUplink(
+        dev_eui=_eui(info.get("devEui") if isinstance(info, dict) else None),
+        ts=parse_iso_time(doc.get("time")) or received,
+        fport=_int(doc.get("fPort")),
+        fcnt=_int(doc.get("fCnt")),
+        payload=_b64(doc.get("data")),
+        decoded=_dict(doc.get("object")),
+        rssi=rssi,
+        snr=snr,
+        source="chirpstack_v4",
+    )
+
+
+def _chirpstack_v3(doc: dict[str, Any], received: float) -> NsUplink:
+    rx = doc.get("rxInfo")
+    rssi, snr = _best_link(rx, ("rssi",), ("loRaSNR", "snr"))
+    decoded = _dict(doc.get("object"))
+    if decoded is None and isinstance(doc.get("objectJSON"), str) and doc["objectJSON"]:
+        try:
+            decoded = _dict(msgspec.json.decode(doc["objectJSON"]))
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            decoded = None
+    times = [parse_iso_time(r.get("time")) for r in rx if isinstance(r, dict)] if isinstance(rx, list) else []
+    known = [t for t in times if t is not None]
+    return NsUplink(
+        dev_eui=_eui(doc.get("devEUI")),
+        ts=min(known) if known else (parse_iso_time(doc.get("publishedAt")) or received),
+        fport=_int(doc.get("fPort")),
+        fcnt=_int(doc.get("fCnt")),
+        payload=_b64(doc.get("data")),
+        decoded=decoded,
+        rssi=rssi,
+        snr=snr,
+        source="chirpstack_v3",
+    )
+
+
+def _tts_v3(doc: dict[str, Any], received: float) -> NsUplink:
+    ids = doc.get("end_device_ids") or {}
+    up = doc.get("uplink_message") or {}
+    if not isinstance(up, dict) or not isinstance(ids, dict):
+        raise LoRaWANDecodeError("unknown_format", "TTS message without uplink_message")
+    rssi, snr = _best_link(up.get("rx_metadata"), ("rssi", "channel_rssi"), ("snr",))
+    return NsUplink(
+        dev_eui=_eui(ids.get("dev_eui")),
+        ts=parse_iso_time(up.get("received_at")) or parse_iso_time(doc.get("received_at")) or received,
+        fport=_int(up.get("f_port")),
+        fcnt=_int(up.get("f_cnt")),
+        payload=_b64(up.get("frm_payload")),
+        decoded=_dict(up.get("decoded_payload")),
+        rssi=rssi,
+        snr=snr,
+        source="tts_v3",
+    )
+
+
+_FORMATS: Final = {"chirpstack_v4": _chirpstack_v4, "chirpstack_v3": _chirpstack_v3, "tts_v3": _tts_v3}
+
+
+def _detect(doc: dict[str, Any]) -> str:
+    if "deviceInfo" in doc:
+        return "chirpstack_v4"
+    if "end_device_ids" in doc:
+        return "tts_v3"
+    if "devEUI" in doc or "applicationID" in doc:
+        return "chirpstack_v3"
+    raise LoRaWANDecodeError("unknown_format", "neither ChirpStack v3/v4 nor TTS v3 uplink JSON")
+
+
+def parse_uplink(body: bytes, received: float, fmt: str = "auto") -> NsUplink:
+    """One MQTT message body -> NsUplink. `fmt` is "auto" or a key of the format table."""
+    try:
+        doc = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise LoRaWANDecodeError("bad_json", "uplink is not JSON") from None
+    if not isinstance(doc, dict):
+        raise LoRaWANDecodeError("bad_json", "uplink JSON is not an object")
+    name = _detect(doc) if fmt == "auto" else fmt
+    return _FORMATS[name](doc, received)
+
+
+# Network-server codec output (`object` / `decoded_payload`) -> catalog metric and factor.
+# Keys are matched lower-cased with a trailing Cayenne channel suffix ("temperature_3") removed.
+_OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
+    "temperature": ("temperature", 1.0),
+    "temp": ("temperature", 1.0),
+    "tempc_sht": ("temperature", 1.0),
+    "temperature_external": ("temperature_external", 1.0),
+    "tempc_ds": ("temperature_external", 1.0),
+    "exttemperature": ("temperature_external", 1.0),
+    "humidity": ("humidity", 1.0),
+    "relative_humidity": ("humidity", 1.0),
+    "hum_sht": ("humidity", 1.0),
+    "co2": ("co2", 1.0),
+    "tvoc": ("tvoc", 1.0),
+    "pressure": ("pressure", 100.0),  # decoders publish hPa
+    "barometric_pressure": ("pressure", 100.0),
+    "light": ("illuminance", 1.0),
+    "illuminance": ("illuminance", 1.0),
+    "illumination": ("illuminance", 1.0),
+    "luminosity": ("illuminance", 1.0),
+    "battery": ("battery", 1.0),  # percent
+    "batv": ("battery_voltage", 1.0),
+    "battery_voltage": ("battery_voltage", 1.0),
+    "vdd": ("battery_voltage", 0.001),  # Elsys: mV
+    "pm2_5": ("pm2_5", 1.0),
+    "pm10": ("pm10", 1.0),
+    "air_temperature": ("temperature", 1.0),
+    "air_humidity": ("humidity", 1.0),
+}
+_CHANNEL_SUFFIX = re.compile(r"_\d+$")
+
+
+def decoded_object_measurements(decoded: dict[str, Any]) -> list[tuple[str, float]]:
+    """Catalog measurements found in a network server's decoded object; unknown keys ignored.
+    Decentlab-style {"value": x} wrappers are unwrapped."""
+    out: list[tuple[str, float]] = []
+    for key, value in decoded.items():
+        if isinstance(value, dict) and "value" in value:
+            value = value["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        name = key.lower()
+        row = _OBJECT_KEYS.get(name) or _OBJECT_KEYS.get(_CHANNEL_SUFFIX.sub("", name))
+        if row is not None:
+            out.append((row[0], float(value) * row[1]))
+    return out

@@ -1,0 +1,90 @@
+"""Codecs against the manufacturers' own published example payloads (vectors as data)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.lorawan.codecs import CODECS
+from drivers.lorawan.errors import LoRaWANDecodeError
+
+G = 9.80665
+
+# (codec, fport, payload hex, expected measurements in catalog units, source)
+VECTORS = [
+    ("cayenne_lpp", 1, "03670110056700FF", [("temperature", 27.2), ("temperature", 25.5)],
+     "myDevices CayenneLPP README (github.com/myDevicesIoT/CayenneLPP), example 1; also "
+     "thethingsindustries.com/docs/integrations/payload-formatters/cayenne"),
+    ("cayenne_lpp", 1, "0167FFD7067104D2FB2E0000",
+     [("temperature", -4.1), ("acceleration_x", 1.234 * G), ("acceleration_y", -1.234 * G), ("acceleration_z", 0.0)],
+     "myDevices CayenneLPP README, example 2 (-4.1 degC; accelerometer 1.234, -1.234, 0 G)"),
+    ("dragino_lht65", 2, "CBF60B0D0376010ADD7FFF",
+     [("battery_voltage", 3.062), ("temperature", 28.29), ("humidity", 88.6), ("temperature_external", 27.81)],
+     "Dragino LHT65 User Manual section 2.4 (payload cbf6 0b0d 0376 01 0add 7fff: BAT 0x0BF6 mV, "
+     "built-in 0x0B0D/100, humidity 0x0376/10=88.6 %, DS18B20 0x0ADD/100=27.81)"),
+    ("dragino_lht65", 2, "CBA4F5C6025C01F54F7FFF",
+     [("battery_voltage", 2.980), ("temperature", -26.18), ("humidity", 60.4), ("temperature_external", -27.37)],
+     "Dragino LHT65N manual section 2.4.2-2.4.6: BAT 0xCBA4&0x3FFF=2980 mV, temperature "
+     "(0xF5C6-65536)/100=-26.18, humidity 0x025C/10=60.4 %, DS18B20 (0xF54F-65536)/100=-27.37"),
+    ("dragino_lht65", 2, "CBF60B0D0376017FFF7FFF",
+     [("battery_voltage", 3.062), ("temperature", 28.29), ("humidity", 88.6)],
+     "Dragino LHT65 manual section 2.4.6: Ext 0x01 without a probe reads 0x7FFF (327.67) = missing"),
+    ("elsys", 5, "0100E202290400270506060308070D62",
+     [("temperature", 22.6), ("humidity", 41.0), ("illuminance", 39.0), ("motion", 1.0), ("co2", 776.0),
+      ("battery_voltage", 3.426)],
+     "Elsys payload example (elsys.se/en/elsys-payload; TheThingsNetwork/lorawan-devices vendor/elsys "
+     "fixture: temperature 22.6, humidity 41, light 39, motion 6, co2 776, vdd 3426 mV)"),
+    ("milesight", 85, "01755C03673401046865056A490006651C0079001400077DE704087D070009733F27",
+     [("battery", 92.0), ("temperature", 30.8), ("humidity", 50.5), ("illuminance", 28.0), ("co2", 1255.0),
+      ("tvoc", 7.0), ("pressure", 100470.0)],
+     "Milesight-IoT/SensorDecoders AM100/README.md (AM104/AM107) example: battery 92, 30.8 degC, "
+     "50.5 %RH, illumination 28, co2 1255, tvoc 7, pressure 1004.7 hPa"),
+    ("milesight", 85, "0175640367180104686D077DC501",
+     [("battery", 100.0), ("temperature", 28.0), ("humidity", 54.5), ("co2", 453.0)],
+     "Milesight-IoT/SensorDecoders AM_Series/AM103/README.md example"),
+    ("milesight", 85, "01756403671901046873057D670406736827",
+     [("battery", 100.0), ("temperature", 28.1), ("humidity", 57.5), ("co2", 1127.0), ("pressure", 100880.0)],
+     "Milesight-IoT/SensorDecoders EM_Series/EM500_Series/EM500-CO2/README.md example (1008.8 hPa)"),
+    ("milesight", 85, "03671001046871057DCD0406735127",
+     [("temperature", 27.2), ("humidity", 56.5), ("co2", 1229.0), ("pressure", 100650.0)],
+     "milesight.com EM500-CO2 docs 'Uplink Data', periodic report example (1229 ppm, 1006.5 hPa)"),
+    ("decentlab_dl_sht35", 1, "02030e000364a079b10c60",
+     [("temperature", 175 * 25760 / 65535 - 45), ("humidity", 100 * 31153 / 65535), ("battery_voltage", 3.168)],
+     "decentlab/decentlab-decoders DL-SHT35 example payload 1 (23.79 degC, 47.54 %, 3.168 V by "
+     "Decentlab's conversion formulas)"),
+    ("decentlab_dl_sht35", 1, "02030e00020c60", [("battery_voltage", 3.168)],
+     "decentlab/decentlab-decoders DL-SHT35 example payload 2 (battery only)"),
+]
+
+
+@pytest.mark.parametrize(("codec", "fport", "payload", "expected", "source"), VECTORS,
+                         ids=[f"{v[0]}-{i}" for i, v in enumerate(VECTORS)])
+def test_published_examples(codec: str, fport: int, payload: str, expected: list[tuple[str, float]],
+                            source: str) -> None:
+    got = CODECS[codec](bytes.fromhex(payload), fport)
+    assert [m for m, _ in got] == [m for m, _ in expected], source
+    assert [v for _, v in got] == pytest.approx([v for _, v in expected], abs=1e-9), source
+
+
+def test_lht65_other_ports_carry_no_readings() -> None:
+    assert CODECS["dragino_lht65"](bytes.fromhex("CBF60B0D0376010ADD7FFF"), 5) == []
+
+
+@pytest.mark.parametrize(("codec", "payload"), [
+    ("cayenne_lpp", "0367"), ("cayenne_lpp", "03FF0110"), ("elsys", "01"), ("elsys", "FA00"),
+    ("milesight", "0175"), ("milesight", "AA55"), ("dragino_lht65", "CBF6"), ("decentlab_dl_sht35", "01030e0003"),
+])
+def test_malformed_payloads_raise_codec_errors(codec: str, payload: str) -> None:
+    with pytest.raises(LoRaWANDecodeError) as info:
+        CODECS[codec](bytes.fromhex(payload), 2)
+    assert info.value.cause.startswith("codec_")
+
+
+@given(st.sampled_from(sorted(CODECS)), st.binary(max_size=80), st.sampled_from([None, 1, 2, 5, 85]))
+def test_arbitrary_bytes_raise_only_decode_error(codec: str, payload: bytes, fport: int | None) -> None:
+    try:
+        result = CODECS[codec](payload, fport)
+    except LoRaWANDecodeError:
+        return
+    assert all(isinstance(m, str) and isinstance(v, float | int) for m, v in result)

@@ -1,0 +1,133 @@
+"""Concentrator-mode logic without sockets: sessions, counters, replays, joins, dedup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.lorawan import concentrator, phy
+from drivers.lorawan.errors import LoRaWANDecodeError
+from drivers.lorawan.semtech_udp import RxPk
+from drivers.lorawan.sessions import Session, SessionStore, extend_fcnt
+
+NWK = bytes.fromhex("44024241ed4ce9a68c6a8bc055233fd3")
+APP = bytes.fromhex("ec925802ae430ca77fd3dd73cb2cc588")
+ADDR = 0x49BE7DF1
+
+
+def _store(tmp_path: Path) -> SessionStore:
+    store = SessionStore(tmp_path / "sessions.json")
+    store.put(Session(dev_eui="0000000000000001", dev_addr=ADDR, nwk_skey=NWK.hex(), app_skey=APP.hex(),
+                      activation="abp"))
+    return store
+
+
+def _frame(fcnt: int, payload: bytes = b"\x03\x67\x01\x10", nwk: bytes = NWK) -> bytes:
+    return phy.build_data_frame(nwk_skey=nwk, app_skey=APP, dev_addr=ADDR, fcnt32=fcnt, fport=1, payload=payload)
+
+
+@pytest.mark.parametrize(("last", "fcnt16", "expected"), [
+    (-1, 5, 5), (4, 5, 5), (5, 5, 5), (0x1FFFF, 0x0001, 0x20001), (0x10005, 0x0003, 0x10003),
+    (0xFFFF, 0x0000, 0x10000), (100, 20000, 20000),
+])
+def test_extend_fcnt(last: int, fcnt16: int, expected: int) -> None:
+    assert extend_fcnt(last, fcnt16) == expected
+
+
+def test_uplink_counter_replay_and_rollover(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    up = concentrator.open_data_frame(_frame(0xFFFE), store)
+    assert (up.fcnt, up.payload, up.dev_eui) == (0xFFFE, b"\x03\x67\x01\x10", "0000000000000001")
+    assert concentrator.open_data_frame(_frame(0x10001), store).fcnt == 0x10001  # 16-bit wrap
+    for old in (0x10001, 0xFFFE):
+        with pytest.raises(LoRaWANDecodeError) as info:
+            concentrator.open_data_frame(_frame(old), store)
+        assert info.value.cause == "replay"
+
+
+def test_bad_mic_and_unknown_devaddr(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(LoRaWANDecodeError) as info:
+        concentrator.open_data_frame(_frame(1, nwk=bytes(16)), store)
+    assert info.value.cause == "bad_mic"
+    other = phy.build_data_frame(nwk_skey=NWK, app_skey=APP, dev_addr=0x01020304, fcnt32=1, fport=1, payload=b"x")
+    with pytest.raises(LoRaWANDecodeError) as info:
+        concentrator.open_data_frame(other, store)
+    assert info.value.cause == "unknown_devaddr"
+
+
+def test_store_survives_restart(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    concentrator.open_data_frame(_frame(41), store)
+    store.flush()
+    again = SessionStore(tmp_path / "sessions.json")
+    again.load()
+    assert again.by_eui["0000000000000001"].fcnt_up == 41
+    with pytest.raises(LoRaWANDecodeError):
+        concentrator.open_data_frame(_frame(41), again)
+    (tmp_path / "sessions.json").write_text("{broken")
+    damaged = SessionStore(tmp_path / "sessions.json")
+    damaged.load()
+    assert damaged.by_eui == {} and (tmp_path / "sessions.corrupt").exists()
+
+
+def test_join_accept_and_nonce_reuse(tmp_path: Path) -> None:
+    app_key = bytes(range(16))
+    devices = {"70b3d57ed0000002": concentrator.OtaaDevice("70b3d57ed0000002", app_key, None)}
+    store = SessionStore(tmp_path / "s.json")
+    request = phy.build_join_request(app_key, 0x1122, 0x70B3D57ED0000002, 0x0203)
+    accept, session = concentrator.accept_join(request, devices, store, net_id=0x000013,
+                                               random_bytes=lambda n: bytes(range(1, n + 1)))
+    decoded = phy.decrypt_join_accept(app_key, accept)
+    assert decoded.dev_addr == session.dev_addr and decoded.dev_addr >> 25 == 0x13
+    nwk, app = phy.derive_session_keys(app_key, decoded.app_nonce, decoded.net_id, 0x0203)
+    assert (nwk.hex(), app.hex()) == (session.nwk_skey, session.app_skey)
+    with pytest.raises(LoRaWANDecodeError) as info:
+        concentrator.accept_join(request, devices, store, net_id=0x13, random_bytes=bytes)
+    assert info.value.cause == "join_nonce_reused"
+    stranger = phy.build_join_request(app_key, 0, 0x99, 1)
+    with pytest.raises(LoRaWANDecodeError) as info:
+        concentrator.accept_join(stranger, devices, store, net_id=0x13, random_bytes=bytes)
+    assert info.value.cause == "unknown_deveui"
+    forged = phy.build_join_request(bytes(16), 0, 0x70B3D57ED0000002, 9)
+    with pytest.raises(LoRaWANDecodeError) as info:
+        concentrator.accept_join(forged, devices, store, net_id=0x13, random_bytes=bytes)
+    assert info.value.cause == "bad_mic"
+
+
+def test_join_txpk_timing() -> None:
+    uplink = RxPk(data="", tmst=0xFFFFFFF0, freq=867.5, datr="SF9BW125")
+    txpk = concentrator.join_txpk(uplink, b"\x20" * 17, delay_us=5_000_000, power=14)
+    assert txpk.tmst == (0xFFFFFFF0 + 5_000_000) & 0xFFFFFFFF and txpk.freq == 867.5 and txpk.ipol
+    assert txpk.datr == "SF9BW125" and txpk.size == 17
+
+
+def test_deduplicator_keeps_best_link() -> None:
+    dedup = concentrator.Deduplicator(window=0.2, memory=5.0)
+
+    def heard(rssi: float, snr: float, gw: int, t: float) -> concentrator.Heard:
+        return concentrator.Heard(rxpk=RxPk(data="", rssi=rssi, lsnr=snr), gateway_eui=gw, received=t, event_ts=t)
+
+    assert dedup.offer(b"A", heard(-90, 9.0, 1, 0.0))
+    assert not dedup.offer(b"A", heard(-70, 2.0, 2, 0.05))
+    assert not dedup.offer(b"A", heard(-95, -1.0, 3, 0.1))
+    best = dedup.take(b"A", 0.2)
+    assert best is not None and (best.copies, best.rssi, best.snr, best.gateway_eui) == (3, -70, 9.0, 2)
+    assert not dedup.offer(b"A", heard(-60, 1.0, 4, 1.0))  # late copy: still a duplicate
+    assert dedup.offer(b"A", heard(-60, 1.0, 4, 9.0))  # beyond memory: a new frame (replay check decides)
+
+
+@given(st.binary(max_size=40))
+def test_arbitrary_frames_raise_only_decode_error(raw: bytes) -> None:
+    store = SessionStore(Path("/nonexistent/never-written.json"))
+    store.put(Session(dev_eui="01", dev_addr=int.from_bytes(raw[1:5].ljust(4, b"\0"), "little"),
+                      nwk_skey=NWK.hex(), app_skey=APP.hex(), activation="abp"))
+    for call in (lambda: concentrator.open_data_frame(raw, store),
+                 lambda: concentrator.accept_join(raw, {}, store, net_id=0, random_bytes=bytes)):
+        try:
+            call()
+        except LoRaWANDecodeError:
+            pass

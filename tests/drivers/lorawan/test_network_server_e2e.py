@@ -1,0 +1,101 @@
+"""Network-server mode end to end through a real Mosquitto broker: the simulator publishes
+ChirpStack v4, The Things Stack v3 and ChirpStack v3 uplink JSON; the driver subscribes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+import paho.mqtt.client as mqtt
+import pytest
+
+from drivers.lorawan.driver import LoRaWANDriver
+from gateway.errors import DriverError
+from gateway.windows import Aggregator, finalize
+from simulators.lorawan import NetworkServerPublisher, make_fleet
+from simulators.lorawan.publisher import uplink_document
+from tests.drivers.lorawan.conftest import Collected, make_config
+from tests.support.mosquitto import Broker
+from tests.support.wait import async_wait_for
+
+TOPICS = ["application/+/device/+/event/up", "application/+/device/+/rx", "v3/+/devices/+/up"]
+
+
+def _publish(broker: Broker, topic: str, body: bytes) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, body, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+async def test_three_integrations_through_mosquitto(mosquitto: Broker, collected: Collected) -> None:
+    fleet = make_fleet(1, otaa_every=0)  # one sensor per codec family
+    config = make_config(mode="network_server", mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
+                         mqtt_topics=TOPICS, devices=[{"dev_eui": s.eui_hex, "codec": s.family} for s in fleet])
+    ctx = collected.context()
+    driver = LoRaWANDriver(config, ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        await async_wait_for(lambda: driver.mqtt is not None and driver.mqtt.subscribed is not None
+                             and driver.mqtt.subscribed.is_set(), what="driver subscribed")
+        pub = NetworkServerPublisher(mosquitto.host, mosquitto.port, fleet,
+                                     formats=("chirpstack_v4", "tts_v3", "chirpstack_v3"), interval=0.01, rounds=4)
+        await pub.start()
+        await asyncio.wait_for(pub.done.wait(), 20)
+        await pub.stop()
+        sent = pub.counts["published"]
+        assert sent == 20
+        decoded = lambda: sum(ctx.counters.get(f"uplinks_{f}", 0) for f in ("chirpstack_v4", "tts_v3", "chirpstack_v3"))  # noqa: E731
+        await async_wait_for(lambda: decoded() == sent, what="every published uplink decoded")
+        assert all(ctx.counters[f"uplinks_{f}"] > 0 for f in ("chirpstack_v4", "tts_v3", "chirpstack_v3"))
+
+        # bad field data: counted, never fatal
+        _publish(mosquitto, "application/x/device/y/event/up", b"{no json")
+        topic, doc = uplink_document("chirpstack_v4", fleet[0], 99, 1, b"")
+        doc["data"] = "@@not base64@@"
+        _publish(mosquitto, topic, msgspec.json.encode(doc))
+        await async_wait_for(lambda: ctx.decode_errors == {"bad_json": 1, "bad_base64": 1},
+                             what=f"errors counted, got {ctx.decode_errors}")
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    got: dict[str, dict[str, list[float]]] = {}
+    for r in collected.readings:
+        got.setdefault(r.device, {}).setdefault(r.metric, []).append(r.value)  # type: ignore[arg-type]
+    for eui, expected in pub.expected:
+        for metric, value in expected.items():
+            assert any(v == pytest.approx(value, abs=0.01) for v in got[f"lora:{eui}"][metric]), (eui, metric)
+    assert all(got[d]["rssi"] for d in got)
+
+    agg = Aggregator(window=60)
+    for reading in collected.readings:
+        agg.add(reading)
+    records = [finalize(k[0], k[1], s, 60, a) for s, k, a in agg.flush_all().closed]
+    assert sum(r.count for r in records if r.metric == "temperature") == 20
+    # event time comes from the network server's time field
+    assert all(abs(r.ts - collected.readings[0].ts) < 60 for r in collected.readings)
+
+
+async def test_broker_loss_raises_for_the_runtime(mosquitto: Broker, collected: Collected) -> None:
+    config = make_config(mode="network_server", mqtt_host=mosquitto.host, mqtt_port=mosquitto.port)
+    driver = LoRaWANDriver(config, collected.context())
+    task = asyncio.create_task(driver.run())
+    await async_wait_for(lambda: driver.mqtt is not None and driver.mqtt.subscribed is not None
+                         and driver.mqtt.subscribed.is_set(), what="subscribed")
+    mosquitto.stop()
+    with pytest.raises(DriverError):
+        await asyncio.wait_for(task, 10)
+
+
+async def test_unreachable_broker_raises(collected: Collected) -> None:
+    from tests.support.ports import free_port
+
+    config = make_config(mode="network_server", mqtt_host="127.0.0.1", mqtt_port=free_port())
+    with pytest.raises(DriverError):
+        await asyncio.wait_for(LoRaWANDriver(config, collected.context()).run(), 10)
