@@ -66,9 +66,10 @@ def parse_record(device: Any, metric: Any, value: Any, ts: Any, *, line: int) ->
 
 
 def _open_text(path: str) -> io.TextIOBase:
+    # errors="replace": a line with invalid UTF-8 fails its own validation instead of ending the replay
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")  # type: ignore[return-value]
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")  # type: ignore[return-value]
+    return open(path, encoding="utf-8", errors="replace")  # type: ignore[return-value]
 
 
 def iter_records(path: str) -> Iterator[Row | ReplayDecodeError]:

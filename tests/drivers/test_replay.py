@@ -83,3 +83,11 @@ def test_context_refuses_non_finite_values_and_counts_them(tmp_path: Path) -> No
     ctx.emit_many([Reading("a", "temperature", float("inf"), 1.0), Reading("a", "temperature", 2.0, 1.0)])
     assert [r.value for r in sink] == [2.0]
     assert ctx.decode_errors == {"non_finite_value": 2} and ctx.readings == 1
+
+
+def test_invalid_utf8_fails_only_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"device":"\xff\xfe","metric":"bogus","value":1,"ts":1}\n'
+                     b'{"device":"a","metric":"temperature","value":1,"ts":1767225600}\n')
+    items = list(iter_records(str(path)))
+    assert isinstance(items[0], ReplayDecodeError) and items[1] == ("a", "temperature", 1.0, 1767225600.0)
