@@ -47,7 +47,17 @@ from gateway.batch import (
 )
 from gateway.errors import StorageError
 from gateway.model import Event
-from gateway.windows import CloseResult, finalize, merge
+from gateway.windows import (
+    GAUGE,
+    P_POINTS,
+    P_PRIOR,
+    STATE,
+    STATE_CARRY,
+    CloseResult,
+    finalize,
+    last_point,
+    merge,
+)
 
 __all__ = ["Commit", "CommitReport", "Outbox", "OutboxStats", "Restored"]
 
@@ -364,6 +374,8 @@ class Outbox:
             records.append(finalize(device, metric, start, window, acc))
             if acc[-1]:  # changed since its last checkpoint: store the final state
                 state_rows.append((start, device, metric, 0, _acc_encoder.encode(acc)))
+        if state_rows:
+            db.executemany("INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)", state_rows)
         for start, (device, metric), partial in close.late:
             row = db.execute(
                 "SELECT revision, acc FROM window_state WHERE start=? AND device=? AND metric=?",
@@ -371,6 +383,8 @@ class Outbox:
             ).fetchone()
             if row is None:
                 merged, revision = partial, 0
+                if partial[0] != GAUGE:
+                    merged[P_PRIOR] = self._previous_last(db, device, metric, start)
             else:
                 stored = _acc_decoder.decode(row[1])
                 try:
@@ -378,13 +392,73 @@ class Outbox:
                 except ValueError:
                     continue
                 report.revisions += 1
-            merged[-1] = False
             records.append(finalize(device, metric, start, window, merged, revision))
-            state_rows.append((start, device, metric, revision, _acc_encoder.encode(merged)))
-        if state_rows:
-            db.executemany("INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)", state_rows)
+            self._store_state(db, start, device, metric, revision, merged)
+            if merged[0] != GAUGE:
+                self._revise_following(db, device, metric, start, merged, close.closed_before, records, report)
         report.records = len(records)
         return records
+
+    @staticmethod
+    def _store_state(db: sqlite3.Connection, start: int, device: str, metric: str, revision: int, acc: list[Any]) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)",
+            (start, device, metric, revision, _acc_encoder.encode(acc)),
+        )
+
+    def _previous_last(self, db: sqlite3.Connection, device: str, metric: str, start: int) -> list[Any] | None:
+        """The newest reading before `start` of a counter or state series, from stored windows."""
+        row = db.execute(
+            "SELECT acc FROM window_state WHERE device=? AND metric=? AND start<? ORDER BY start DESC LIMIT 1",
+            (device, metric, start),
+        ).fetchone()
+        return last_point(_acc_decoder.decode(row[0])) if row is not None else None
+
+    def _revise_following(
+        self,
+        db: sqlite3.Connection,
+        device: str,
+        metric: str,
+        start: int,
+        acc: list[Any],
+        closed_before: int,
+        records: list[WindowRecord],
+        report: CommitReport,
+    ) -> None:
+        """A late counter or state reading changes what the next closed window of the series
+        starts from (its counter delta, its time in the carried state): revise that window too,
+        and go on through windows that had no reading of their own (a state's quiet windows)."""
+        carried = last_point(acc)
+        is_state = acc[0] == STATE
+        while carried is not None:
+            row = db.execute(
+                "SELECT start, revision, acc FROM window_state WHERE device=? AND metric=? "
+                "AND start>? AND start<? ORDER BY start LIMIT 1",
+                (device, metric, start, closed_before),
+            ).fetchone()
+            if is_state:
+                # closed windows that never heard of this state (it arrived late) spend their
+                # whole length in it: they get their first record now
+                gap_end = row[0] if row is not None else closed_before
+                for quiet in range(start + self.window, gap_end, self.window):
+                    if quiet + self.window - carried[0] > STATE_CARRY:
+                        break
+                    empty = [STATE, 0, [], carried, False]
+                    records.append(finalize(device, metric, quiet, self.window, empty))
+                    self._store_state(db, quiet, device, metric, 0, empty)
+            if row is None:
+                return
+            start, revision = row[0], row[1] + 1
+            following = _acc_decoder.decode(row[2])
+            prior = following[P_PRIOR]
+            if prior is not None and (prior[0], str(prior[1])) >= (carried[0], str(carried[1])):
+                return  # it already starts from this reading or a newer one
+            following[P_PRIOR] = carried
+            records.append(finalize(device, metric, start, self.window, following, revision))
+            self._store_state(db, start, device, metric, revision, following)
+            report.revisions += 1
+            if following[P_POINTS]:
+                return  # later windows start from this window's own readings, unchanged
 
     def _insert_batch(
         self,

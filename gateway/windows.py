@@ -19,7 +19,9 @@ when the window is finalised, so any arrival order gives the same record. A stat
 its last state into the next window (`prior`): the seconds before the window's first reading
 count for that state, and a window with no reading still reports the whole window in it, for up
 to `STATE_CARRY` seconds after the last reading (a connector reports its status only on change).
-A late reading revises its own window only; the state carried into later windows is not revised.
+A counter carries its last value the same way, so a window's delta includes the step from the
+previous reading (one meter reading per window still gives the energy of each window).
+A late reading revises its own window only; what was carried into later windows is not revised.
 
 `dirty` marks accumulators changed since the last checkpoint, so a checkpoint writes only what
 changed: the SD card sees bytes proportional to readings, not to open series.
@@ -42,6 +44,7 @@ __all__ = [
     "CloseResult",
     "WindowStats",
     "finalize",
+    "last_point",
     "merge",
 ]
 
@@ -264,6 +267,18 @@ class Aggregator:
         next window, including windows in which nothing at all arrived."""
         boundary = self._closed_before
         window = self.window
+        # late readings first: a late counter or state reading newer than the carried one is
+        # what the windows closing now start from (the outbox revises closed ones after it)
+        late: list[Closed] = []
+        for late_start in sorted(self._late):
+            for key, acc in self._late[late_start].items():
+                late.append((late_start, key, acc))
+                if acc[0] != GAUGE:
+                    newest = max(acc[P_POINTS], key=_point_order)
+                    carried = self._carry.get(key)
+                    if carried is None or _point_order(newest) > (carried[0], str(carried[1])):
+                        self._carry[key] = (newest[0], newest[1])
+        self._late = {}
         opens = sorted(s for s in self._open if s < boundary)
         start = opens[0] if opens else boundary
         if self._carry and boundary > previous:
@@ -281,10 +296,6 @@ class Aggregator:
             while next_open < len(opens) and opens[next_open] <= start:
                 next_open += 1
             start = opens[next_open] if next_open < len(opens) else boundary
-        late: list[Closed] = []
-        for start, bucket in self._late.items():
-            late.extend((start, key, acc) for key, acc in bucket.items())
-        self._late = {}
         # forget carried states too old to report
         horizon = boundary - STATE_CARRY
         if self._carry and closed:
@@ -296,16 +307,18 @@ class Aggregator:
         carry = self._carry
         end = start + self.window
         for key, acc in bucket.items():
-            if acc[0] == STATE:
+            if acc[0] != GAUGE:
                 prior = carry.get(key)
                 if prior is not None and prior[0] < start:
                     acc[P_PRIOR] = [prior[0], prior[1]]
+                    acc[P_DIRTY] = True  # the stored row must carry its prior for revisions
                 last = max(acc[P_POINTS], key=_point_order)
                 carry[key] = (last[0], last[1])
             yield start, key, acc
         # state series with no reading in this window still spend the window in their state
+        # (a counter without readings has no record: its increase shows in its next window)
         for key, (ts, state) in list(carry.items()):
-            if key not in bucket and ts < start and end - ts <= STATE_CARRY:
+            if key not in bucket and ts < start and end - ts <= STATE_CARRY and _KIND_OF.get(key[1]) == STATE:
                 yield start, key, [STATE, 0, [], [ts, state], True]
 
     # -- checkpoint and restore -------------------------------------------------------------
@@ -336,7 +349,7 @@ class Aggregator:
             self._carry[key] = (ts, state)
         return n
 
-    def carried_states(self) -> list[tuple[SeriesKey, float, str]]:
+    def carried_states(self) -> list[tuple[SeriesKey, float, Any]]:
         return [(key, ts, state) for key, (ts, state) in self._carry.items()]
 
     @property
@@ -346,6 +359,14 @@ class Aggregator:
     @property
     def closed_before(self) -> int:
         return self._closed_before
+
+
+def last_point(acc: list[Any]) -> list[Any] | None:
+    """The newest reading a counter or state accumulator knows: its own, else its prior."""
+    if acc[P_POINTS]:
+        newest = max(acc[P_POINTS], key=_point_order)
+        return [newest[0], newest[1]]
+    return acc[P_PRIOR]
 
 
 def _point_order(point: Sequence[Any]) -> tuple[float, str]:
@@ -395,17 +416,20 @@ def finalize(
         )
     points = sorted(acc[P_POINTS], key=_point_order)
     if kind == COUNTER:
-        return WindowRecord(**common, **_counter_fields(points, info.wrap))
+        return WindowRecord(**common, **_counter_fields(points, info.wrap, acc[P_PRIOR]))
     return WindowRecord(**common, **_state_fields(points, acc[P_PRIOR], start, start + window))
 
 
-def _counter_fields(points: list[list[Any]], wrap: float) -> dict[str, Any]:
-    """Increase over the window's readings; a decrease is a wrap (if the metric declares a
-    modulus and the jump fits it) or a reset to zero, never a negative delta."""
+def _counter_fields(points: list[list[Any]], wrap: float, prior: list[Any] | None = None) -> dict[str, Any]:
+    """Increase since the series' last reading before the window (carried from the previous
+    closed window), so consecutive windows' deltas add up to the register's increase even with
+    one reading per window. A decrease is a wrap (if the metric declares a modulus and the jump
+    fits it) or a reset to zero, never a negative delta."""
     delta = 0.0
     resets = 0
-    previous = points[0][1]
-    for _, value in points[1:]:
+    steps = points if prior is not None else points[1:]
+    previous = prior[1] if prior is not None else points[0][1]
+    for _, value in steps:
         step = value - previous
         if step < 0:
             resets += 1

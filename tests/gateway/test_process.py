@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from tests.support.wait import wait_for
 
@@ -50,11 +52,28 @@ type = "file"
     return path
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_gateways() -> Iterator[None]:
+    """A failed assertion must not leave a gateway process running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def start(config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", "--config", str(config), *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT, stdout=subprocess.DEVNULL if "--drain" not in extra else subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    _started.append(proc)
+    return proc
 
 
 def delivered(state: Path) -> list[dict]:

@@ -46,6 +46,18 @@ def test_counter_delta_detects_reset_and_wrap() -> None:
     assert r.delta >= 0
 
 
+def test_counter_delta_carries_the_previous_windows_last_value() -> None:
+    """One meter reading per window (a MeterValues every minute) still gives each window's
+    energy: the delta starts from the last reading of the previous window."""
+    agg = Aggregator(window=W, grace=0)
+    dev, metric = "ocpp:cp1/1", "energy_active_import_register"
+    for i, value in enumerate((1000.0, 1250.0, 1600.0)):
+        agg.add(Reading(dev, metric, value, T0 + i * W + 30))
+    got = records(agg.close_due(T0 + 3 * W))
+    assert [got[dev, metric, T0 + i * W].delta for i in range(3)] == [0.0, 250.0, 350.0]
+    assert got[dev, metric, T0 + W].first == 1250.0
+
+
 def test_counter_wrap_uses_the_declared_modulus(monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway import model
     from gateway.windows import _counter_fields
@@ -134,7 +146,12 @@ def reference(readings: list[tuple[str, str, Any, float]], window: int) -> dict[
             }
         elif metric in COUNTERS:
             delta, resets = 0.0, 0
-            for prev, cur in zip(values, values[1:], strict=False):
+            earlier = sorted(
+                ((ts, v) for d, m, v, ts in readings if d == device and m == metric and ts < start),
+                key=lambda p: (p[0], str(p[1])),
+            )
+            chain = ([earlier[-1][1]] if earlier else []) + values
+            for prev, cur in zip(chain, chain[1:], strict=False):
                 if cur < prev:
                     resets += 1
                     delta += cur
@@ -223,8 +240,13 @@ def test_any_order_and_any_split_gives_the_reference_windows(
 
 @given(
     readings=st.lists(
-        st.tuples(st.sampled_from(DEVICES), st.sampled_from(GAUGES + COUNTERS), values,
-                  st.integers(0, 6 * W).map(lambda t: float(T0 + t))),
+        st.one_of(
+            st.tuples(st.sampled_from(DEVICES), st.sampled_from(GAUGES + COUNTERS), values,
+                      st.integers(0, 6 * W).map(lambda t: float(T0 + t))),
+            st.tuples(st.sampled_from(DEVICES), st.sampled_from(STATES),
+                      st.sampled_from(["Available", "Charging", "Faulted"]),
+                      st.integers(0, 6 * W).map(lambda t: float(T0 + t))),
+        ),
         min_size=1, max_size=40,
     ),
     delays=st.lists(st.integers(0, 3 * W), min_size=40, max_size=40),
@@ -233,7 +255,8 @@ def test_revisions_of_late_windows_merge_to_the_in_order_result(
     tmp_path_factory: pytest.TempPathFactory, readings: list[tuple[str, str, Any, float]], delays: list[int]
 ) -> None:
     """Readings arrive up to three windows late while windows close on the wall clock; the
-    latest revision of every window equals what in-order arrival would have produced."""
+    latest revision of every window equals what in-order arrival would have produced,
+    including counter deltas and state durations that depend on the previous window."""
     path: Path = tmp_path_factory.mktemp("rev") / "outbox.sqlite"
     outbox = Outbox(path, gateway_id="g", uplinks=["u"], window=W, max_lateness=10 * W,
                     max_bytes=1 << 30, batch_max_records=1000)
@@ -257,4 +280,9 @@ def test_revisions_of_late_windows_merge_to_the_in_order_result(
         agg.add(Reading(d, m, v, ts))
     commit(T0 + 100 * W, agg.close_due(T0 + 100 * W))
     outbox.close()
-    assert_matches(latest, reference([r for _, r in arrivals], W))
+    want = reference([r for _, r in arrivals], W)
+    last_start = max(start for _, _, start in want)
+    # states go on being reported after the last reading: compare up to the reference's end
+    beyond = {k for k in latest if k[2] > last_start}
+    assert all(k[1] in STATES for k in beyond)
+    assert_matches({k: v for k, v in latest.items() if k not in beyond}, want)
