@@ -1,0 +1,133 @@
+"""The `ocpp` driver: the WebSocket server, one session per connected charge point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from drivers.ocpp import Config
+from drivers.ocpp.decode import V16, V201
+from drivers.ocpp.mirror import Mirror
+from drivers.ocpp.proxy import ProxySession
+from drivers.ocpp.proxy import poll as proxy_poll
+from drivers.ocpp.session import SESSIONS
+from drivers.ocpp.session import poll as endpoint_poll
+from drivers.ocpp.transport import (
+    Admission,
+    ServerConnection,
+    charge_point_id,
+    server_ssl_context,
+    start_server,
+)
+from gateway.driver import Driver, DriverContext
+from gateway.errors import DriverError
+
+__all__ = ["OcppDriver"]
+
+_VERSIONS = {"ocpp1.6": V16, "ocpp2.0.1": V201}
+
+
+class OcppDriver(Driver[Config]):
+    type_name = "ocpp"
+
+    def __init__(self, config: Config, ctx: DriverContext) -> None:
+        super().__init__(config, ctx)
+        self.port = 0  # the bound port once listening
+        self.listening = asyncio.Event()
+        self.connected: dict[str, ServerConnection] = {}
+        self._mirrors: dict[str, Mirror] = {}  # bounded by the ids admission lets in
+        self._server: Any = None
+
+    async def run(self) -> None:
+        config = self.config
+        admission = Admission(
+            prefix=config.path_prefix,
+            passwords=dict(config.passwords),
+            allowed=[re.compile(p) for p in config.allowed_ids],
+            require_password=config.require_password,
+            on_refused=lambda cause: self.ctx.count(f"refused_{cause}"),
+        )
+        try:
+            tls = server_ssl_context(config.tls_cert, config.tls_key)
+            self._server = await start_server(
+                self._serve_charge_point,
+                host=config.host,
+                port=config.port,
+                protocols=list(config.protocols),
+                admission=admission,
+                tls=tls,
+                max_size=config.max_message_bytes,
+                ping_interval=config.ping_interval,
+            )
+        except OSError as error:
+            raise DriverError(f"cannot listen on {config.host}:{config.port}: {error}") from error
+        sockets = list(self._server.sockets)
+        self.port = sockets[0].getsockname()[1] if sockets else config.port
+        self.listening.set()
+        self.ctx.log.info("OCPP endpoint listening", port=self.port,
+                          mode="proxy" if config.upstream_url else "endpoint")
+        try:
+            await self._server.serve_forever()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self.listening.clear()
+
+    async def _serve_charge_point(self, connection: ServerConnection) -> None:
+        ctx = self.ctx
+        protocol = connection.subprotocol or ""
+        ident = charge_point_id(connection.request.path if connection.request else "", self.config.path_prefix)
+        if ident is None or protocol not in _VERSIONS:  # admission and negotiation prevent this
+            await connection.close(1002, "unsupported")
+            return
+        # A charge point that reconnects replaces its old connection (OCPP-J 1.6 section 3.1.1).
+        previous = self.connected.get(ident)
+        if previous is not None:
+            ctx.count("replaced_connections")
+            await previous.close(1000, "replaced by a new connection")
+        self.connected[ident] = connection
+        ctx.count("connections")
+        # The mirror outlives a connection: a charge point that reconnects mid-transaction still
+        # has its transaction -> connector map and last statuses (no repeated priority events).
+        mirror = self._mirrors.get(ident)
+        if mirror is None or mirror.version != _VERSIONS[protocol]:
+            mirror = self._mirrors[ident] = Mirror(ctx, ident, _VERSIONS[protocol])
+        poller: asyncio.Task[None] | None = None
+        try:
+            if self.config.upstream_url:
+                proxy = ProxySession(
+                    ctx=ctx, downstream=connection, charge_point=ident, protocol=protocol,
+                    upstream_url=self.config.upstream_url, mirror=mirror, settings=self.config,
+                )
+                if self.config.poll_interval:
+                    poller = asyncio.ensure_future(proxy_poll(proxy, self.config.poll_interval))
+                await proxy.run()
+            else:
+                session = SESSIONS[protocol](ident, connection, response_timeout=self.config.call_timeout)
+                session.setup(ctx, mirror, self.config.heartbeat_interval)
+                if self.config.poll_interval:
+                    poller = asyncio.ensure_future(endpoint_poll(session, mirror, self.config.poll_interval))
+                try:
+                    await session.start()
+                except ConnectionClosed:
+                    pass  # the normal end of a session
+                except Exception as error:  # one charge point's failure never ends the others
+                    ctx.count("session_errors")
+                    ctx.log.warning("charge point session failed", charge_point=ident,
+                                    error=f"{type(error).__name__}: {error}"[:200])
+        finally:
+            if poller is not None:
+                poller.cancel()
+            if self.connected.get(ident) is connection:
+                del self.connected[ident]
+            ctx.count("disconnections")

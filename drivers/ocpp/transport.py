@@ -1,0 +1,173 @@
+"""WebSocket I/O: the listening endpoint with its admission rules, and the upstream client.
+
+Admission (OCPP-J 1.6 section 3.1, 2.0.1 Part 4 section 3, OCPP 1.6 Security Whitepaper and
+2.0.1 Part 2 A00 "Security profiles"):
+- the charge point id is the last path segment after `path_prefix` (percent-decoded);
+- an id neither configured with a password nor matching `allowed_ids` gets HTTP 404;
+- a configured password is checked with HTTP Basic (user name = charge point id); a missing or
+  wrong one gets HTTP 401 (profile 1 over ws, profile 2 over wss);
+- the subprotocol is negotiated by websockets from `protocols`; a client offering none of them
+  gets HTTP 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+__all__ = [
+    "Admission",
+    "ClientConnection",
+    "ServerConnection",
+    "charge_point_id",
+    "open_upstream",
+    "server_ssl_context",
+    "start_server",
+]
+
+
+def charge_point_id(path: str, prefix: str) -> str | None:
+    """The id from `<prefix><id>` (query string ignored), or None if the path has another shape."""
+    path = path.split("?", 1)[0]
+    if not path.startswith(prefix):
+        return None
+    raw = path[len(prefix):]
+    if not raw or "/" in raw:
+        return None
+    ident = unquote(raw)
+    # 1.6 and 2.0.1 identities are CiString48 / identifierString; no control characters.
+    if len(ident) > 48 or not ident.isprintable() or "/" in ident:
+        return None
+    return ident
+
+
+def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    value = headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+@dataclass
+class Admission:
+    """Decides from the opening handshake whether a charge point may connect."""
+
+    prefix: str
+    passwords: dict[str, str]
+    allowed: list[re.Pattern[str]]
+    require_password: bool
+    on_refused: Callable[[str], None]
+
+    def check(self, connection: ServerConnection, request: Request) -> Response | None:
+        ident = charge_point_id(request.path, self.prefix)
+        if ident is None:
+            self.on_refused("bad_path")
+            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+        password = self.passwords.get(ident)
+        if password is None:
+            if self.require_password or not any(p.fullmatch(ident) for p in self.allowed):
+                self.on_refused("unknown_id")
+                return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+            return None
+        credentials = _basic_credentials(request.headers)
+        if (
+            credentials is None
+            or credentials[0] != ident
+            or not hmac.compare_digest(credentials[1].encode(), password.encode())
+        ):
+            self.on_refused("bad_password")
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+            return response
+        return None
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext | None:
+    """TLS for security profile 2 (TLS 1.2 or newer, as both specifications require)."""
+    if not cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def start_server(
+    handler: Callable[[ServerConnection], Awaitable[None]],
+    *,
+    host: str,
+    port: int,
+    protocols: list[str],
+    admission: Admission,
+    tls: ssl.SSLContext | None,
+    max_size: int,
+    ping_interval: float,
+) -> Server:
+    return await serve(
+        handler,
+        host,
+        port,
+        subprotocols=protocols,  # type: ignore[arg-type]
+        process_request=admission.check,
+        ssl=tls,
+        max_size=max_size,
+        ping_interval=ping_interval or None,
+        ping_timeout=ping_interval or None,
+        compression=None,  # charge points rarely negotiate it; saves CPU per frame
+    )
+
+
+async def open_upstream(
+    url: str,
+    *,
+    protocol: str,
+    authorization: str | None,
+    ca_file: str,
+    max_size: int,
+    ping_interval: float,
+    open_timeout: float,
+) -> ClientConnection:
+    """Connect to the CSMS as the charge point would: same id, subprotocol and credentials."""
+    headers: dict[str, Any] = {}
+    if authorization:
+        headers["Authorization"] = authorization
+    context: ssl.SSLContext | None = None
+    if url.startswith("wss://"):
+        context = ssl.create_default_context(cafile=ca_file or None)
+    connection = await connect(
+        url,
+        subprotocols=[protocol],  # type: ignore[list-item]
+        additional_headers=headers,
+        ssl=context,
+        max_size=max_size,
+        ping_interval=ping_interval or None,
+        ping_timeout=ping_interval or None,
+        open_timeout=open_timeout,
+        compression=None,
+        user_agent_header=None,
+    )
+    if connection.subprotocol != protocol:
+        await connection.close()
+        raise ConnectionError(f"CSMS chose subprotocol {connection.subprotocol!r}, not {protocol!r}")
+    return connection
