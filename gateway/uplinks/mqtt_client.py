@@ -1,0 +1,377 @@
+"""MQTT uplink: one batch is one QoS 1 PUBLISH, acknowledged by its PUBACK.
+
+Threading choice: paho runs its network loop in its own thread (`loop_start()`), not on the
+asyncio loop through `add_reader`. paho's `connect()` resolves the name, opens TCP and does the
+TLS handshake as blocking calls, and its loop does blocking SSL reads/writes; with `add_reader`
+those would either stall the event loop on a slow LTE link or need a thread anyway. The thread
+touches nothing of ours except through `loop.call_soon_threadsafe`: CONNACK, PUBACK and
+disconnect callbacks are posted to the event loop, where all state lives.
+
+Reconnecting belongs to the runner (backoff with jitter, gateway/uplinks/runner.py): paho's own
+reconnect is switched off (`reconnect_on_failure=False`), a lost connection fails every batch
+in flight with `UplinkUnavailable`, and the next `start()` or `send()` opens a fresh connection.
+Batches whose PUBACK never came are sent again: delivery is at least once, and the platform
+removes the duplicates by batch id.
+
+Payloads (the platform side must know this):
+- `<prefix>/<gateway>/batch` and `<prefix>/<gateway>/event`, QoS 1, not retained, one
+  schema/batch-v1.json document each (events batches go to `event`).
+- MQTT 5: content type `application/json` (payload format indicator 1, UTF-8), or
+  `application/json+gzip` when gzip is on. Nothing else rides in properties: seq, stream and
+  batch id are in the document.
+- MQTT 3.1.1 has no properties: a gzip payload is recognised by its magic bytes `1f 8b`, which no
+  JSON document can start with.
+- `<prefix>/<gateway>/status`, QoS 1, retained: `{"gateway", "state": "online"|"offline",
+  "ts", "client_id", "reason"?}`; the last will publishes the offline one if the link dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import ssl
+import time
+from typing import Any, Final, NoReturn
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.batch import Batch
+from gateway.errors import BatchRejected, UplinkUnavailable
+from gateway.uplinks.base import Uplink, UplinkContext
+from gateway.uplinks.mqtt import Config
+
+__all__ = ["CONTENT_TYPE_GZIP", "CONTENT_TYPE_JSON", "MqttUplink", "connack_cause"]
+
+CONTENT_TYPE_JSON: Final = "application/json"
+CONTENT_TYPE_GZIP: Final = "application/json+gzip"
+
+# CONNACK reason codes (MQTT 5.0 section 3.2.2.2; 3.1.1 return codes 1-5 arrive mapped to the
+# same values by paho): value -> (counter token, text for the log line).
+_CONNACK_CAUSES: Final[dict[int, tuple[str, str]]] = {
+    0x80: ("refused_unspecified", "unspecified error"),
+    0x81: ("refused_malformed", "malformed packet"),
+    0x82: ("refused_protocol_error", "protocol error"),
+    0x83: ("refused_implementation", "implementation specific error"),
+    0x84: ("refused_protocol_version", "protocol version not supported: try protocol = \"3.1.1\""),
+    0x85: ("refused_client_id", "client identifier not valid"),
+    0x86: ("bad_credentials", "bad user name or password"),
+    # Mosquitto 2.0 answers a wrong password with this one, not 0x86.
+    0x87: ("not_authorized", "not authorized (check username and password)"),
+    0x88: ("server_unavailable", "server unavailable"),
+    0x89: ("server_busy", "server busy"),
+    0x8A: ("banned", "banned"),
+    0x8C: ("bad_auth_method", "bad authentication method"),
+    0x90: ("refused_topic", "topic name invalid"),
+    0x95: ("refused_packet_too_large", "packet too large"),
+    0x97: ("quota_exceeded", "quota exceeded"),
+    0x99: ("refused_payload_format", "payload format invalid"),
+    0x9A: ("refused_retain", "retain not supported"),
+    0x9B: ("refused_qos", "QoS not supported"),
+    0x9C: ("use_another_server", "use another server"),
+    0x9D: ("server_moved", "server moved"),
+    0x9F: ("connection_rate_exceeded", "connection rate exceeded"),
+}
+
+# PUBACK reason codes that condemn the batch itself rather than the link (MQTT 5.0 3.4.2.1).
+_PUBACK_REJECTS: Final[frozenset[int]] = frozenset({0x99})
+# PUBACK 0x10 "No matching subscribers" (MQTT 5.0 3.4.2.1): accepted, but nobody got it.
+_NO_SUBSCRIBERS: Final = 0x10
+
+
+def connack_cause(value: int) -> tuple[str, str]:
+    return _CONNACK_CAUSES.get(value, (f"refused_{value:#04x}", f"reason code {value:#04x}"))
+
+
+class _NoConnack(ConnectionError):
+    """The server closed the connection (or sent something that is not MQTT) before CONNACK."""
+
+
+def _connect_error_cause(error: BaseException, tls: bool) -> tuple[str, str]:
+    """A failed TCP/TLS connect as (counter token, text)."""
+    if isinstance(error, _NoConnack):
+        return "no_connack", ("the server closed the connection without a CONNACK (not an MQTT "
+                              "broker, a TLS/plain port mix-up, or a refused client certificate?)")
+    if tls and isinstance(error, ConnectionResetError):
+        return "tls_error", "TLS handshake failed: connection reset (is this port TLS?)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "bad_certificate", f"TLS certificate rejected: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return "tls_error", f"TLS handshake failed: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection_refused", "connection refused (nothing listening)"
+    if isinstance(error, TimeoutError):
+        return "connect_timeout", "timed out"
+    if isinstance(error, OSError):
+        return "network_error", error.strerror or str(error)
+    return "connect_error", f"{type(error).__name__}: {error}"
+
+
+class MqttUplink(Uplink[Config]):
+    type_name = "mqtt"
+
+    def __init__(self, config: Config, ctx: UplinkContext) -> None:
+        super().__init__(config, ctx)
+        self.client_id = config.effective_client_id(ctx.gateway_id)
+        base = f"{config.topic_prefix}/{ctx.gateway_id}"
+        self.topic_batch = f"{base}/batch"
+        self.topic_event = f"{base}/event"
+        self.topic_status = f"{base}/status"
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connack: asyncio.Future[Any] | None = None
+        # mid -> (future resolved by the PUBACK, whether "no matching subscribers" fails it)
+        self._pending: dict[int, tuple[asyncio.Future[None], bool]] = {}
+        self._connect_lock = asyncio.Lock()
+        # One PUBLISH property set for every batch (built once: paho's Properties is costly to
+        # build per message). MQTT 5 only; 3.1.1 has no properties.
+        self._publish_properties: Properties | None = None
+        if config.protocol == "5":
+            self._publish_properties = Properties(PacketTypes.PUBLISH)
+            if config.gzip:
+                self._publish_properties.ContentType = CONTENT_TYPE_GZIP
+            else:
+                self._publish_properties.ContentType = CONTENT_TYPE_JSON
+                self._publish_properties.PayloadFormatIndicator = 1
+        self._connected = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        async with self._connect_lock:
+            if not self._connected:
+                await self._connect()
+
+    async def stop(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        if self._connected:
+            try:
+                await self._publish(self.topic_status, self._status("offline", "shutdown"), retain=True,
+                                    ack_wait=min(self.config.ack_timeout, 1.0))
+            except (UplinkUnavailable, BatchRejected):
+                pass  # the broker publishes the last will instead
+        self._connected = False
+        self.ctx.connected = False
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._client = None
+        self._fail_pending("uplink stopped")
+
+    async def send(self, batch: Batch) -> None:
+        if not self._connected:
+            async with self._connect_lock:
+                if not self._connected:
+                    await self._connect()
+        topic = self.topic_event if batch.kind == "events" else self.topic_batch
+        payload = batch.payload
+        if self.config.gzip:
+            # zlib releases the GIL: compressing a large batch in a worker keeps the loop free.
+            payload = await asyncio.to_thread(gzip.compress, payload, 6, mtime=0)
+        properties = self._publish_properties
+        await self._publish(topic, payload, properties=properties, ack_wait=self.config.ack_timeout,
+                            need_subscriber=self.config.require_subscriber)
+        self.ctx.count("published_bytes", len(payload))
+
+    # ----------------------------------------------------------------- connection
+
+    async def _connect(self) -> None:
+        """Open a fresh connection and wait for a successful CONNACK (event loop thread)."""
+        await self._discard_client()
+        config = self.config
+        self._loop = asyncio.get_running_loop()
+        protocol = mqtt.MQTTv5 if config.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=protocol,
+            clean_session=True if protocol == mqtt.MQTTv311 else None,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(max(20, config.max_in_flight + 4))
+        if config.username:
+            client.username_pw_set(config.username, config.password or None)
+        if config.tls:
+            try:
+                client.tls_set(
+                    ca_certs=config.ca_file or None,
+                    certfile=config.cert_file or None,
+                    keyfile=config.key_file or None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError) as error:
+                self._refused("tls_files", f"cannot load TLS files: {error}")
+            if config.tls_insecure:
+                client.tls_insecure_set(True)
+        client.will_set(self.topic_status, self._status("offline", "connection lost"), qos=1,
+                        retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._connack = self._loop.create_future()
+        self._client = client
+        where = f"{config.host}:{config.effective_port()}"
+        try:
+            async with asyncio.timeout(config.connect_timeout):
+                await asyncio.to_thread(self._blocking_connect, client)
+                client.loop_start()
+                reason = await self._connack
+        except TimeoutError:
+            await self._discard_client()
+            self._refused("connect_timeout", f"no CONNACK within {config.connect_timeout:g} s",
+                          where)
+        except (OSError, ssl.SSLError) as error:
+            await self._discard_client()
+            self._refused(*_connect_error_cause(error, config.tls), where)
+        except UplinkUnavailable:
+            await self._discard_client()
+            raise
+        if reason.is_failure:
+            await self._discard_client()
+            cause, text = connack_cause(reason.value)
+            self._refused(cause, f"broker refused the connection: {text}", where)
+        self._connected = True
+        self.ctx.connected = True
+        self.ctx.count("connects")
+        self.ctx.log.info("mqtt connected", broker=where, client_id=self.client_id,
+                          protocol=config.protocol, tls=config.tls)
+        await self._publish(self.topic_status, self._status("online"), retain=True,
+                            ack_wait=config.ack_timeout)
+
+    def _blocking_connect(self, client: mqtt.Client) -> None:
+        # In a worker thread: name resolution, TCP connect and TLS handshake block.
+        clean_start = True if self.config.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        client.connect(self.config.host, self.config.effective_port(),
+                       keepalive=self.config.keepalive, clean_start=clean_start)
+
+    def _refused(self, cause: str, text: str, where: str = "") -> NoReturn:
+        """Count one failed connection attempt and raise UplinkUnavailable.
+
+        The reason text is the clear log line: the runner logs it once per distinct reason
+        until the next success (so an outage of hours is one line) and counts every attempt;
+        here the cause is counted as `connect_failed_<cause>` for `/metrics`."""
+        self.ctx.count(f"connect_failed_{cause}")
+        message = f"mqtt connection to {where or self.config.host} failed: {text}"
+        self.ctx.log.debug(message, cause=cause, client_id=self.client_id)
+        raise UplinkUnavailable(message)
+
+    async def _discard_client(self) -> None:
+        client, self._client = self._client, None
+        self._connected = False
+        self.ctx.connected = False
+        if client is not None:
+            client.on_connect = client.on_disconnect = client.on_publish = None
+            try:
+                client.disconnect()
+            except Exception:  # noqa: BLE001 - tearing down a half-open client; nothing to save
+                pass
+            await asyncio.to_thread(client.loop_stop)
+            # Without loop_start (connect failed) the socket is still open: close it.
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        self._fail_pending("connection replaced")
+
+    # ----------------------------------------------------------------- publishing
+
+    async def _publish(self, topic: str, payload: bytes, *, properties: Properties | None = None,
+                       retain: bool = False, ack_wait: float, need_subscriber: bool = False) -> None:
+        client = self._client
+        if client is None or not self._connected:
+            raise UplinkUnavailable("mqtt not connected")
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        info = client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if info.rc == mqtt.MQTT_ERR_PAYLOAD_SIZE:
+                raise BatchRejected("payload larger than MQTT allows")
+            raise UplinkUnavailable(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
+        # Registered before any await: the PUBACK callback is posted to this loop and so can
+        # only run after this line, however fast the broker answers.
+        self._pending[info.mid] = (future, need_subscriber)
+        try:
+            async with asyncio.timeout(ack_wait):
+                await future
+        except TimeoutError:
+            self.ctx.count("ack_timeouts")
+            raise UplinkUnavailable(f"no PUBACK within {ack_wait:g} s") from None
+        finally:
+            self._pending.pop(info.mid, None)
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(UplinkUnavailable(f"mqtt connection lost ({reason})"))
+
+    def _status(self, state: str, reason: str = "") -> bytes:
+        status: dict[str, Any] = {
+            "gateway": self.ctx.gateway_id, "state": state, "ts": round(time.time(), 3),
+            "client_id": self.client_id,
+        }
+        if reason:
+            status["reason"] = reason
+        return json.dumps(status, separators=(",", ":")).encode()
+
+    # ----------------------------------------------------------------- paho thread callbacks
+    # These run in paho's network thread: they only post to the event loop.
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connack_arrived, client, reason)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._disconnected, client, reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._acked, client, mid, reason)
+
+    # ----------------------------------------------------------------- event loop side
+
+    def _connack_arrived(self, client: mqtt.Client, reason: Any) -> None:
+        if client is self._client and self._connack is not None and not self._connack.done():
+            self._connack.set_result(reason)
+
+    def _disconnected(self, client: mqtt.Client, reason: Any) -> None:
+        if client is not self._client:
+            return
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(_NoConnack(str(reason)))
+        if self._connected:
+            self.ctx.count("disconnects")
+            self.ctx.log.warning("mqtt connection lost", reason=str(reason),
+                                 in_flight=len(self._pending))
+        self._connected = False
+        self.ctx.connected = False
+        self._fail_pending(str(reason))
+
+    def _acked(self, client: mqtt.Client, mid: int, reason: Any) -> None:
+        if client is not self._client:
+            return
+        entry = self._pending.pop(mid, None)
+        if entry is None or entry[0].done():
+            return
+        future, need_subscriber = entry
+        value = getattr(reason, "value", 0)
+        if value == _NO_SUBSCRIBERS and need_subscriber:
+            self.ctx.count("puback_no_subscribers")
+            future.set_exception(UplinkUnavailable("broker has no subscriber for the topic yet"))
+            return
+        if value >= 0x80:
+            cause, text = connack_cause(value)
+            self.ctx.count(f"puback_{cause}")
+            if value in _PUBACK_REJECTS:
+                future.set_exception(BatchRejected(f"broker refused the batch: {text}"))
+            else:
+                future.set_exception(UplinkUnavailable(f"broker refused the publish: {text}"))
+            return
+        future.set_result(None)

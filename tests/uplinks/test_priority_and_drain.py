@@ -1,0 +1,78 @@
+"""In-process gateway (runtime.Gateway) over MQTT: after an outage a fresh priority event goes
+ahead of the backlog, and the backlog drains oldest first at the configured rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gateway.config import parse_config
+from gateway.model import Event, Severity
+from gateway.runtime import Gateway
+from simulators.platform import PlatformReceiver
+from tests.support.mosquitto import Broker
+from tests.support.wait import async_wait_for
+from tests.uplinks.gateway_process import write_replay
+
+RATE = 20.0  # max_batches_per_second
+
+
+def _stored(kind: str):  # type: ignore[no-untyped-def]
+    def count(outbox) -> int:  # type: ignore[no-untyped-def]
+        row = outbox.db.execute("SELECT COUNT(*) FROM batches WHERE kind = ?", (kind,)).fetchone()
+        return int(row[0])
+    return count
+
+
+async def test_event_goes_ahead_of_backlog_drained_oldest_first_at_rate(tmp_path: Path) -> None:
+    (tmp_path / "broker").mkdir()
+    broker = Broker(workdir=tmp_path / "broker").start()
+    receiver = PlatformReceiver(broker.host, broker.port)
+    await receiver.start()
+    write_replay(tmp_path / "readings.jsonl", [f"lora:00000000000000{i:02x}" for i in range(4)],
+                 steps=50, step_seconds=0.05)
+    config = parse_config({
+        "gateway": {"id": "gw-prio", "state_dir": str(tmp_path / "state")},
+        "windows": {"window": 1, "grace": 0.2},
+        "outbox": {"batch_max_records": 2, "commit_interval": 0.1},
+        "health": {"listen": ""},
+        "runtime": {"restart_backoff_initial": 0.2, "restart_backoff_max": 0.5},
+        "drivers": [{"type": "replay", "path": str(tmp_path / "readings.jsonl")}],
+        "uplinks": [{"type": "mqtt", "host": broker.host, "port": broker.port,
+                     "require_subscriber": True, "max_batches_per_second": RATE,
+                     "connect_timeout": 2.0}],
+    })
+    gateway = Gateway(config)
+    run = asyncio.create_task(gateway.run())
+    try:
+        await async_wait_for(lambda: receiver.report()["batches"] >= 1, timeout=20)
+        await asyncio.to_thread(broker.stop)
+        await async_wait_for(lambda: gateway.outbox_call(_stored("windows")), timeout=20)
+        await async_wait_for(lambda: (lambda n: n >= 8)(gateway.outbox.stats.batches), timeout=20,
+                             what="a backlog of window batches")
+        gateway.submit_event(Event(device="ocpp:CP-7/1", ts=time.time(), name="connector_status",
+                                   severity=Severity.ALARM, metric="connector_status",
+                                   value="Faulted"))
+        await async_wait_for(lambda: gateway.outbox_call(_stored("events")), timeout=10,
+                             what="the event stored")
+        backlog = gateway.outbox.stats.batches
+        arrived_before = len(receiver.ledger.arrivals)
+        await asyncio.to_thread(broker.restart)
+        await async_wait_for(lambda: receiver.report()["events"] == 1
+                             and len(receiver.ledger.arrivals) - arrived_before >= backlog,
+                             timeout=30, what="event and backlog delivered")
+    finally:
+        gateway.request_stop()
+        await run
+        await receiver.stop()
+        await asyncio.to_thread(broker.stop)
+    after = receiver.ledger.arrivals[arrived_before:]
+    times = receiver.arrival_times[arrived_before:]
+    # The event overtook every stored window batch.
+    assert after[0][2] is True, after[:3]
+    windows = [seq for _, seq, is_event in after[:backlog] if not is_event]
+    assert windows == sorted(windows)  # oldest first
+    # Drained at no more than RATE batches a second (10 % slack for timer granularity).
+    span = times[backlog - 1] - times[0]
+    assert span >= (backlog - 1) / RATE * 0.9, (span, backlog)
