@@ -96,6 +96,9 @@ CREATE TABLE IF NOT EXISTS window_state (
     metric TEXT NOT NULL,
     revision INTEGER NOT NULL,
     acc BLOB NOT NULL,
+    -- keyed by start first: each tick's rows append at the end of the tree, so a commit
+    -- rewrites few pages (series-first keys measured 12x the bytes per reading). Revisions
+    -- find a series' neighbouring windows by probing aligned starts with point lookups.
     PRIMARY KEY (start, device, metric)
 ) WITHOUT ROWID;
 """
@@ -377,10 +380,7 @@ class Outbox:
         if state_rows:
             db.executemany("INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)", state_rows)
         for start, (device, metric), partial in close.late:
-            row = db.execute(
-                "SELECT revision, acc FROM window_state WHERE start=? AND device=? AND metric=?",
-                (start, device, metric),
-            ).fetchone()
+            row = self._state_row(db, start, device, metric)
             if row is None:
                 merged, revision = partial, 0
                 if partial[0] != GAUGE:
@@ -408,11 +408,30 @@ class Outbox:
 
     def _previous_last(self, db: sqlite3.Connection, device: str, metric: str, start: int) -> list[Any] | None:
         """The newest reading before `start` of a counter or state series, from stored windows."""
-        row = db.execute(
-            "SELECT acc FROM window_state WHERE device=? AND metric=? AND start<? ORDER BY start DESC LIMIT 1",
-            (device, metric, start),
+        horizon = start - self.max_lateness - 2 * self.window
+        probe = start - self.window
+        while probe >= horizon:
+            row = self._state_row(db, probe, device, metric)
+            if row is not None:
+                return last_point(_acc_decoder.decode(row[1]))
+            probe -= self.window
+        return None
+
+    @staticmethod
+    def _state_row(db: sqlite3.Connection, start: int, device: str, metric: str) -> Any:
+        return db.execute(
+            "SELECT revision, acc FROM window_state WHERE start=? AND device=? AND metric=?",
+            (start, device, metric),
         ).fetchone()
-        return last_point(_acc_decoder.decode(row[0])) if row is not None else None
+
+    def _next_state_row(self, db: sqlite3.Connection, device: str, metric: str, after: int, before: int) -> Any:
+        probe = after + self.window
+        while probe < before:
+            row = self._state_row(db, probe, device, metric)
+            if row is not None:
+                return (probe, row[0], row[1])
+            probe += self.window
+        return None
 
     def _revise_following(
         self,
@@ -431,11 +450,7 @@ class Outbox:
         carried = last_point(acc)
         is_state = acc[0] == STATE
         while carried is not None:
-            row = db.execute(
-                "SELECT start, revision, acc FROM window_state WHERE device=? AND metric=? "
-                "AND start>? AND start<? ORDER BY start LIMIT 1",
-                (device, metric, start, closed_before),
-            ).fetchone()
+            row = self._next_state_row(db, device, metric, start, closed_before)
             if is_state:
                 # closed windows that never heard of this state (it arrived late) spend their
                 # whole length in it: they get their first record now
