@@ -158,6 +158,7 @@ class Gateway:
         self._pending: Commit | None = None
         self._logged_storage: set[str] = set()
         self.last_tick = 0.0
+        self._persisted_boundary = -(2**62)  # the close boundary the outbox last committed
         self.health: Any = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -209,7 +210,8 @@ class Gateway:
             self.clock_jumps += 1
             log.warning("wall clock stepped (NTP sync?)", jump_seconds=round(now - self.last_tick, 3))
         close = self.aggregator.flush_all() if flush else self.aggregator.close_due(now)
-        commit = Commit(now=now, close=close if (close or flush or self._boundary_moved(close.closed_before)) else None)
+        moved = close.closed_before != self._persisted_boundary
+        commit = Commit(now=now, close=close if (close or flush or moved) else None)
         if self._events:
             commit.events, self._events = self._events, []
         for runner in self.runners:
@@ -221,11 +223,6 @@ class Gateway:
             commit.checkpoint = encode_checkpoint(self.aggregator.dirty_open())
             commit.carry = self.aggregator.carried_states()
         await self._commit(commit)
-
-    _persisted_boundary = -(2**62)
-
-    def _boundary_moved(self, boundary: int) -> bool:
-        return boundary != self._persisted_boundary
 
     async def _commit(self, commit: Commit) -> None:
         if self._pending is not None:
