@@ -106,7 +106,10 @@ class HealthServer:
         self._thread: Any = None
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as error:
+            raise OSError(f"health.listen {self.host}:{self.port}: cannot serve /metrics ({error.strerror or error})") from error
         self.port = self._server.server_address[1]
 
     def stop(self) -> None:

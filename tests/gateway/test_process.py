@@ -189,3 +189,20 @@ def test_unwritable_state_dir_is_one_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot open outbox database" in result.stderr and "Traceback" not in result.stderr
     assert os.path.exists(blocker)
+
+
+def test_busy_metrics_port_names_the_key(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "g.toml"
+        config.write_text(f'[gateway]\nid = "g"\nstate_dir = "{tmp_path / "state"}"\n'
+                          f'[health]\nlisten = "127.0.0.1:{port}"\n'
+                          f'[[drivers]]\ntype = "replay"\npath = "x.csv"\n')
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"health.listen 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
