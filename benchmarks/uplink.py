@@ -32,6 +32,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.peer_support.proc import peak_rss_mib as peak_rss_of
 from benchmarks.report import Measurement, print_ratio
 from gateway.batch import (
     SCHEMA_NAME,
@@ -146,11 +147,14 @@ def run_gateway(config: Path, receiver: PlatformReceiver, readings: int,
             raise RuntimeError(f"gateway did not deliver {readings} readings in time:\n{stderr[-3000:]}")
         time.sleep(0.01)  # poll step while waiting for the receiver's books
     wall = time.perf_counter() - wall0
+    # VmHWM of the gateway itself: wait4's ru_maxrss can report the benchmark's own size,
+    # inherited at fork, when that is larger
+    peak_rss = peak_rss_of(process.pid)
     process.terminate()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
-    return Measurement("gateway: replay->MQTT->receiver", readings, wall, cpu), usage.ru_maxrss / 1024
+    return Measurement("gateway: replay->MQTT->receiver", readings, wall, cpu), peak_rss
 
 
 def run_baseline(broker: Broker, payloads: list[bytes], readings: int) -> Measurement:
