@@ -4,8 +4,9 @@ doing anything with it.
 
     python -m benchmarks.peer_support.bare_subscriber --client paho|asyncio --port P --topic T --count N
 
-- `paho`: paho-mqtt's client on its network thread (what the lorawan driver's transport and
-  ThingsBoard IoT Gateway's MQTT connector use).
+- `paho`: paho-mqtt's client on its network thread (what ThingsBoard IoT Gateway's MQTT
+  connector uses, and the lorawan driver used before its own asyncio subscriber,
+  drivers/lorawan/mqtt_in.py, replaced it on the input side).
 - `asyncio`: a minimal MQTT 3.1.1 subscriber written on an asyncio Protocol (OASIS MQTT 3.1.1,
   sections 2.2 fixed header, 3.1 CONNECT, 3.3 PUBLISH, 3.4 PUBACK, 3.8 SUBSCRIBE): it parses every
   complete packet in each chunk the socket delivers and answers them with one write of PUBACKs.

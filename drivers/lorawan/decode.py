@@ -51,8 +51,11 @@ def ns_readings(uplink: NsUplink, codec: str, use_decoded: bool) -> list[Reading
     if use_decoded and uplink.decoded:
         measurements = decoded_object_measurements(uplink.decoded)
         if measurements:
-            readings = [Reading(device, metric, value, uplink.ts) for metric, value in measurements]
-            return readings + _link(device, uplink.ts, uplink.rssi, uplink.snr)
+            ts = uplink.ts
+            readings = [Reading(device, metric, value, ts) for metric, value in measurements]
+            if uplink.rssi is not None or uplink.snr is not None:
+                readings.extend(_link(device, ts, uplink.rssi, uplink.snr))
+            return readings
     if uplink.payload and not codec:
         raise LoRaWANDecodeError("no_codec", "payload without a codec or decoded object", device=device)
     return payload_readings(uplink.dev_eui, codec, uplink.payload or b"", uplink.fport, uplink.ts, uplink.rssi, uplink.snr)

@@ -41,15 +41,24 @@ class NsUplink(msgspec.Struct, kw_only=True):
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 
+def _keep_microseconds(match: re.Match[str]) -> str:
+    return match.group(1)
+
+
 def parse_iso_time(text: Any) -> float | None:
     """RFC 3339 with nanoseconds (Go's format) or 'Z'; None when unusable."""
     if not isinstance(text, str) or not text:
         return None
-    cleaned = _FRACTION.sub(lambda m: m.group(1), text.strip()).replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        moment = datetime.fromisoformat(cleaned)
+        # Fast path, once per uplink: Python 3.11's parser takes 'Z' and truncates a fraction
+        # longer than six digits itself, the same result the normalisation below gives.
+        moment = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        cleaned = _FRACTION.sub(_keep_microseconds, text.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(cleaned)
+        except ValueError:
+            return None
     if moment.tzinfo is None:
         return None
     return moment.timestamp()
@@ -66,10 +75,15 @@ def _b64(text: Any) -> bytes | None:
         raise LoRaWANDecodeError("bad_base64", "payload is not base64") from None
 
 
+_EUI_HEX = re.compile(r"[0-9a-f]{16}")
+
+
 def _eui(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) == 16 and _EUI_HEX.fullmatch(value):
+            return value  # the usual form, already normalised
         text = value.strip().lower().replace("-", "").replace(":", "")
-        if re.fullmatch(r"[0-9a-f]{16}", text):
+        if _EUI_HEX.fullmatch(text):
             return text
         try:  # ChirpStack v3 protobuf-JSON gives base64 EUIs
             raw = base64.b64decode(value, validate=True)
@@ -107,13 +121,15 @@ def _dict(value: Any) -> dict[str, Any] | None:
 
 def _chirpstack_v4(doc: dict[str, Any], received: float) -> NsUplink:
     info = doc.get("deviceInfo") or {}
-    rssi, snr = _best_link(doc.get("rxInfo"), ("rssi",), ("snr",))
+    rx = doc.get("rxInfo")
+    rssi, snr = _best_link(rx, ("rssi",), ("snr",)) if rx else (None, None)
+    data = doc.get("data")
     return NsUplink(
         dev_eui=_eui(info.get("devEui") if isinstance(info, dict) else None),
         ts=parse_iso_time(doc.get("time")) or received,
         fport=_int(doc.get("fPort")),
         fcnt=_int(doc.get("fCnt")),
-        payload=_b64(doc.get("data")),
+        payload=_b64(data) if data is not None else None,
         decoded=_dict(doc.get("object")),
         rssi=rssi,
         snr=snr,
@@ -226,12 +242,17 @@ def decoded_object_measurements(decoded: dict[str, Any]) -> list[tuple[str, floa
     Decentlab-style {"value": x} wrappers are unwrapped."""
     out: list[tuple[str, float]] = []
     for key, value in decoded.items():
-        if isinstance(value, dict) and "value" in value:
-            value = value["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        name = key.lower()
-        row = _OBJECT_KEYS.get(name) or _OBJECT_KEYS.get(_CHANNEL_SUFFIX.sub("", name))
+        kind = type(value)
+        if kind is not float and kind is not int:  # the usual plain numbers skip these checks
+            if isinstance(value, dict) and "value" in value:
+                value = value["value"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+        # table keys are lower case: an exact hit needs no lower() or suffix strip
+        row = _OBJECT_KEYS.get(key)
+        if row is None:
+            name = key.lower()
+            row = _OBJECT_KEYS.get(name) or _OBJECT_KEYS.get(_CHANNEL_SUFFIX.sub("", name))
         if row is not None:
             out.append((row[0], float(value) * row[1]))
     return out
