@@ -1,0 +1,320 @@
+"""The loss report: what the simulators sent against what the platform holds, per protocol.
+
+Books on both sides:
+- sent: readings in the gateway's own terms, counted by the simulators (frames x the readings the
+  driver makes of each; the exact count per frame comes from the driver's pure decoder applied
+  to the very payload that was sent);
+- covered: the sum of `count` of the latest revision of every window key that reached the
+  platform (simulators.platform.Ledger: schema-checked, duplicates by batch id and window key
+  removed), from the MQTT receiver or from the file uplink's JSON Lines;
+- named losses: frames the simulators damaged on purpose; readings the gateway dropped as too
+  late or too far in the future; window records in batches evicted from a full outbox; batches
+  missing from the seq numbering. Decode errors by cause come from the gateway's /metrics.
+
+`unexplained = sent - covered - named losses`; it must be 0 in a run where nothing went wrong
+that the report cannot name. Readings the gateway derives itself (sensor_status) are shown
+apart: no device sent them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from simulators.platform.ledger import Ledger
+
+__all__ = ["BatchBooks", "FileTail", "build_report", "parse_metrics", "render_report"]
+
+
+class _Record(msgspec.Struct):
+    start: int
+    window: int
+    revision: int = 0
+
+
+class _Doc(msgspec.Struct):
+    batch_id: str
+    windows: list[_Record] = msgspec.field(default_factory=list)
+
+
+_doc_decoder = msgspec.json.Decoder(_Doc)
+
+
+class BatchBooks:
+    """A Ledger plus end-to-end latency samples: arrival time minus window end, for first
+    revisions (the last reading of a window is produced before its end, so this is the age of
+    the window's newest reading when the platform gets it, at least `grace`)."""
+
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+        self.latencies: list[float] = []
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        # Only windows closed while the devices report count: the final drain closes open
+        # windows before their end, which says nothing about delivery latency.
+        self.measuring = True
+
+    def take(self, payload: bytes, arrival: float, content_type: str | None = None, topic: str = "") -> None:
+        self.ledger.ingest(payload, content_type, topic)
+        self.note_latency(payload, arrival)
+
+    def note_latency(self, payload: bytes, arrival: float) -> None:
+        try:
+            doc = _doc_decoder.decode(payload)
+        except msgspec.DecodeError:
+            return
+        with self._lock:
+            if doc.batch_id in self._seen:
+                return
+            self._seen.add(doc.batch_id)
+            if self.measuring:
+                self.latencies.extend(arrival - (r.start + r.window) for r in doc.windows if r.revision == 0)
+
+    def percentile(self, q: float) -> float | None:
+        with self._lock:
+            if not self.latencies:
+                return None
+            ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class FileTail:
+    """Reads the file uplink's JSON Lines as they grow (rotation-aware), into BatchBooks."""
+
+    def __init__(self, directory: Path, books: BatchBooks) -> None:
+        self.directory = directory
+        self.books = books
+        self._offsets: dict[str, int] = {}
+        self._partial: dict[str, bytes] = {}
+
+    def poll(self) -> int:
+        """Read what is new; returns batches taken."""
+        taken = 0
+        now = time.time()
+        if not self.directory.is_dir():
+            return 0
+        # rotated files are renamed from batches.jsonl: read them by inode so nothing is read twice
+        files = sorted(self.directory.glob("batches-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+        files.append(self.directory / "batches.jsonl")
+        for path in files:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            key = f"{stat.st_dev}:{stat.st_ino}"
+            offset = self._offsets.get(key, 0)
+            if stat.st_size <= offset:
+                continue
+            with open(path, "rb") as source:
+                source.seek(offset)
+                data = self._partial.pop(key, b"") + source.read()
+                self._offsets[key] = source.tell()
+            lines = data.split(b"\n")
+            if lines[-1]:
+                self._partial[key] = lines[-1]
+            for line in lines[:-1]:
+                if line.strip():
+                    self.books.take(line, now)
+                    taken += 1
+        return taken
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    """The gateway's /metrics, reduced to what the report needs."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {"decode_errors": {}, "readings": {}, "driver_events": {}, "scalars": {}}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name.endswith("_created"):
+                continue
+            short = name.removeprefix("edge_gateway_").removesuffix("_total")
+            if short == "decode_errors":
+                out["decode_errors"][f"{labels['driver']}:{labels['cause']}"] = int(value)
+            elif short == "readings":
+                out["readings"][labels["driver"]] = int(value)
+            elif short == "driver_events":
+                out["driver_events"][f"{labels['driver']}:{labels['counter']}"] = int(value)
+            elif not labels:
+                out["scalars"][short] = value
+    return out
+
+
+LINK_LOSS_REASONS = {
+    "serial": "Modbus answers that reached the driver after its timeout (asked again)",
+    "lorawan-udp": "datagrams the kernel dropped at the gateway's UDP socket (receive buffer full)",
+}
+
+
+def _deficit_order(item: tuple[str, int]) -> int:
+    return -abs(item[1])
+
+
+def build_report(
+    *,
+    scenario_name: str,
+    scale: float,
+    groups: list[Any],
+    books: BatchBooks,
+    metrics: dict[str, Any],
+    gateway_summary: str,
+    extra: dict[str, Any],
+    metrics_at_stop: dict[str, Any] | None = None,
+    udp_drops: int = 0,
+) -> dict[str, Any]:
+    ledger = books.ledger
+    covered: Counter[str] = Counter()
+    derived: Counter[str] = Counter()
+    from simulators.city.devices import DERIVED_METRICS
+
+    for (_gateway, device, metric, _start), window in list(ledger.windows.items()):
+        if metric in DERIVED_METRICS:
+            derived[device] += window.count
+        else:
+            covered[device] += window.count
+
+    def label_of(device: str) -> str:
+        for group in groups:
+            if group.owns(device):
+                return str(group.label(device))
+        return "unknown"
+
+    sent: Counter[str] = Counter()
+    damaged: Counter[str] = Counter()
+    cut: Counter[str] = Counter()
+    for group in groups:
+        sent.update(group.sent())
+        damaged.update(group.damaged())
+        cut.update(group.lost_in_flight())
+    labels = sorted({label_of(d) for d in (*sent, *covered)} - {"unknown"} | ({"unknown"} if any(label_of(d) == "unknown" for d in covered) else set()))
+    scalars = metrics.get("scalars", {})
+    gateway_drops = {
+        "late_dropped": int(scalars.get("late_dropped", 0)),
+        "future_dropped": int(scalars.get("future_dropped", 0)),
+        "unknown_metric_dropped": int(scalars.get("unknown_metric_dropped", 0)),
+    }
+    evicted_records = int(scalars.get("outbox_evicted_records", 0))
+    gaps = ledger.gaps()
+    # The gateway's drop counters are gateway-wide (not per driver): they are attributed to the
+    # protocols that miss readings, largest deficit first; a remainder is reported, not hidden.
+    pool = sum(gateway_drops.values())
+    # A Modbus answer that reaches the driver after its timeout was sent (and counted) but the
+    # driver asked again and used the second one: 2 readings (XY-MD02) per such timeout while
+    # the devices were still answering (the driver's `timeouts` counter when the senders stopped).
+    events_at_stop = (metrics_at_stop or {}).get("driver_events", {})
+    late_answers = 2 * sum(n for key, n in events_at_stop.items() if key.startswith("serial-modbus") and key.endswith(":timeouts"))
+    protocols: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        devices = [d for d in set(sent) | set(covered) if label_of(d) == label]
+        s = sum(sent[d] for d in devices)
+        c = sum(covered[d] for d in devices)
+        dmg = sum(damaged[d] for d in devices)
+        unplugged = sum(cut[d] for d in devices)
+        missing = s - c - dmg - unplugged
+        attributed = min(pool, max(0, missing))
+        pool -= attributed
+        late = min(late_answers, max(0, missing - attributed)) if label == "serial" else 0
+        # datagrams the kernel dropped at the gateway's UDP socket (buffer full): which ones is
+        # unknown (joins, TX_ACKs or data; each data frame comes once per packet forwarder),
+        # so they explain at most 8 readings each (the most a simulated frame carries)
+        if label == "lorawan-udp":
+            late = min(8 * udp_drops, max(0, missing - attributed))
+        worst = sorted(((d, sent[d] - covered[d] - damaged[d] - cut[d]) for d in devices
+                        if sent[d] - covered[d] - damaged[d] - cut[d]),
+                       key=_deficit_order)[:5]
+        protocols[label] = {
+            "devices": len([d for d in devices if sent[d]]),
+            "sent": s,
+            "covered": c,
+            "damaged_on_purpose": dmg,
+            "in_flight_when_unplugged": unplugged,
+            "gateway_dropped": attributed,
+            "link_losses": late,
+            "link_loss_reason": LINK_LOSS_REASONS.get(label, ""),
+            "unexplained": missing - attributed - late,
+            "gateway_derived": sum(derived[d] for d in devices),
+            "worst_devices": dict(worst),
+        }
+    # evicted window records hold an unknown number of readings: they may explain what is left
+    left = sum(max(0, p["unexplained"]) for p in protocols.values())
+    explained_by_eviction = left if evicted_records else 0
+    if explained_by_eviction:
+        for p in protocols.values():
+            if p["unexplained"] > 0:
+                p["evicted"] = p["unexplained"]
+                p["unexplained"] = 0
+    ledger_report = ledger.report()
+    totals = {k: sum(p[k] for p in protocols.values())
+              for k in ("sent", "covered", "damaged_on_purpose", "in_flight_when_unplugged", "gateway_dropped",
+                        "link_losses", "unexplained")}
+    return {
+        "scenario": scenario_name,
+        "scale": scale,
+        "protocols": protocols,
+        "totals": totals,
+        "late_revisions": {
+            "windows_revised_by_gateway": int(scalars.get("windows_revised", 0)),
+            "superseded_at_platform": ledger_report["duplicates"]["superseded_revisions"],
+            "late_readings_accepted": int(scalars.get("late_accepted", 0)),
+        },
+        "duplicates": ledger_report["duplicates"],
+        "dropped": {
+            **gateway_drops,
+            "outbox_evicted_batches": int(scalars.get("outbox_evicted_batches", 0)),
+            "outbox_evicted_records": evicted_records,
+            "missing_seq": gaps,
+            "decode_errors": metrics.get("decode_errors", {}),
+            "invalid_batches": ledger_report["invalid"],
+        },
+        "platform": {k: ledger_report[k] for k in ("messages", "batches", "window_records", "readings_covered", "events")},
+        "gateway": {"readings_in": sum(metrics.get("readings", {}).values()),
+                    "readings_by_driver": metrics.get("readings", {}),
+                    "driver_events": metrics.get("driver_events", {}),
+                    "clock_jumps": int(scalars.get("clock_jumps", 0)), "summary": gateway_summary},
+        **extra,
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [f"city loss report: {report['scenario']} at scale {report['scale']:g}"]
+    head = (f"  {'protocol':<13}{'devices':>8}{'sent':>11}{'covered':>11}{'damaged':>9}{'unplug':>8}{'gw drop':>9}"
+            f"{'link':>9}{'unexpl.':>9}")
+    lines.append(head)
+    for name, p in report["protocols"].items():
+        lines.append(f"  {name:<13}{p['devices']:>8,}{p['sent']:>11,}{p['covered']:>11,}{p['damaged_on_purpose']:>9,}"
+                     f"{p['in_flight_when_unplugged']:>8,}{p['gateway_dropped']:>9,}{p['link_losses']:>9,}{p['unexplained']:>9,}")
+    t = report["totals"]
+    lines.append(f"  {'total':<13}{'':>8}{t['sent']:>11,}{t['covered']:>11,}{t['damaged_on_purpose']:>9,}"
+                 f"{t['in_flight_when_unplugged']:>8,}{t['gateway_dropped']:>9,}{t['link_losses']:>9,}{t['unexplained']:>9,}")
+    lines.append("  damaged = in frames corrupted on purpose; unplug = unread on a serial line when its cable was"
+                 " pulled;\n  gw drop = too late/future/unknown metric; link = Modbus answers after the driver's timeout,"
+                 " LoRaWAN datagrams the kernel dropped at the gateway's socket")
+    lr, dup, drop = report["late_revisions"], report["duplicates"], report["dropped"]
+    lines.append(f"  late: {lr['late_readings_accepted']:,} readings accepted late, {lr['windows_revised_by_gateway']:,} window "
+                 f"revisions ({lr['superseded_at_platform']:,} superseded at the platform)")
+    lines.append(f"  duplicates removed by the platform: {dup['batches']:,} batches, {dup['windows']:,} windows, "
+                 f"{dup['events']:,} events")
+    lines.append(f"  dropped by the gateway: {drop['late_dropped']:,} too late, {drop['future_dropped']:,} future, "
+                 f"{drop['outbox_evicted_batches']:,} batches evicted ({drop['outbox_evicted_records']:,} records), "
+                 f"missing seq {sum(len(v) for v in drop['missing_seq'].values()):,}")
+    if drop["decode_errors"]:
+        causes = ", ".join(f"{k} {v:,}" for k, v in sorted(drop["decode_errors"].items()))
+        lines.append(f"  decode errors (gateway /metrics, per copy heard): {causes}")
+    faults = report.get("faults", [])
+    if faults:
+        lines.append("  faults injected: " + "; ".join(f["what"] for f in faults))
+    for name, p in report["protocols"].items():
+        if p["unexplained"]:
+            lines.append(f"  ! {name}: {p['unexplained']:,} readings unexplained; worst devices {p['worst_devices']}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")

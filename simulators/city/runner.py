@@ -1,0 +1,612 @@
+"""The city in a box: every simulator in one event loop, the real gateway as a subprocess, faults
+on a timetable, a progress display, and the loss report at the end.
+
+Order of a run: brokers (platform, network server) -> platform receiver -> serial ptys and the
+private D-Bus with the mock BlueZ -> the gateway config written out -> the gateway process (its
+/metrics answering) -> packet forwarders, network-server publisher, charge points -> the
+scenario's duration with its faults -> senders stop, the gateway takes what is in flight ->
+/metrics scraped -> SIGTERM with --drain (every window closed and delivered) -> report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulators.city.broker import Mosquitto, free_port
+from simulators.city.devices import BleFleet, ChargePointFleet, DeviceGroup, LoRaFleet, SerialFleet
+from simulators.city.report import (
+    BatchBooks,
+    FileTail,
+    build_report,
+    parse_metrics,
+    render_report,
+    write_report,
+)
+from simulators.city.scenario import (
+    BleStall,
+    ChargePointDisconnect,
+    ClockJump,
+    Corruption,
+    Fault,
+    Scenario,
+    SerialUnplug,
+    UplinkOutage,
+)
+
+__all__ = ["CityRun", "RunOptions", "to_toml"]
+
+
+# ------------------------------------------------------------------------------ config output
+
+
+def _key(name: str) -> str:
+    return name if name.replace("_", "").replace("-", "").isalnum() and name.isascii() else json.dumps(name)
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_inline(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def to_toml(document: dict[str, Any], header: str = "") -> str:
+    """Sections of scalars and inline tables; lists of tables as [[name]] arrays."""
+    out = [f"# {line}" for line in header.splitlines()]
+    for section, body in document.items():
+        tables = body if isinstance(body, list) else [body]
+        for table in tables:
+            out.append("")
+            out.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
+            out.extend(f"{_key(k)} = {_inline(v)}" for k, v in table.items())
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class RunOptions:
+    workdir: Path
+    progress: bool = True
+    report_path: Path | None = None
+    python: str = sys.executable
+    settle_timeout: float = 20.0  # after the senders stop, wait at most this for the gateway to go quiet
+    stop_timeout: float = 90.0  # SIGTERM + drain
+    log_level: str = "warning"
+
+
+@dataclass
+class ProcStats:
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+    write_bytes: int = 0
+
+
+def vm_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def proc_stats(pid: int) -> tuple[float, float, int]:
+    """(utime+stime seconds, VmHWM MiB, write_bytes) of a live process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (proc(5), fields 14 and 15)
+    hwm = 0.0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    write_bytes = 0
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/io") as io:
+        for line in io:
+            if line.startswith("write_bytes:"):
+                write_bytes = int(line.split()[1])
+    return cpu, hwm, write_bytes
+
+
+@dataclass
+class _Active:
+    fault: Fault
+    ends: float | None
+    undo: Any = None
+
+
+@dataclass
+class CityRun:
+    scenario: Scenario
+    scale: float
+    options: RunOptions
+    faults_done: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        work = self.options.workdir
+        self.state_dir = work / "gateway-state"
+        self.batches_dir = self.state_dir / "batches"
+        self.books = BatchBooks()
+        self.platform: Mosquitto | None = None
+        self.ns_broker: Mosquitto | None = None
+        self.receiver: Any = None
+        self.tail: FileTail | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_url = ""
+        self.metrics: dict[str, Any] = {}
+        self.proc = ProcStats()
+        self.offset = 0.0
+        s = self.scenario
+        self.lora = LoRaFleet(s.lorawan, seed=s.city.seed, first_eui=0)
+        self.serial = SerialFleet(s.serial, work / "dev")
+        self.ble = BleFleet(s.ble)
+        self.ocpp = ChargePointFleet(s.charge_points, seed=s.city.seed)
+        self.groups: list[DeviceGroup] = [self.lora, self.serial, self.ble, self.ocpp]
+        self.sending_seconds = 0.0
+        self.gateway_summary = ""
+        self.metrics_at_stop: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- set-up
+
+    def _gateway_config(self, ports: dict[str, Any], bus: str) -> dict[str, Any]:
+        c = self.scenario.city
+        drivers: list[dict[str, Any]] = []
+        ns = self.ns_broker.address if self.ns_broker else None
+        drivers += self.lora.driver_configs(udp_ports=ports["udp"], ns_broker=ns)
+        drivers += self.serial.driver_configs()
+        drivers += self.ble.driver_configs() if bus else []
+        drivers += self.ocpp.driver_configs(ports["ocpp"])
+        if self.platform is not None:
+            uplink: dict[str, Any] = {"type": "mqtt", "name": "platform", "host": "127.0.0.1", "port": self.platform.port,
+                                      "protocol": "5", "topic_prefix": "city", "keepalive": 10, "ack_timeout": 10.0,
+                                      "connect_timeout": 3.0}
+        else:
+            uplink = {"type": "file", "name": "file", "directory": str(self.batches_dir.resolve()),
+                      "rotate_bytes": 256 * 1024 * 1024, "keep_files": 1000}
+        return {
+            "gateway": {"id": f"city-{c.name}", "state_dir": str(self.state_dir.resolve())},
+            "windows": {"window": c.window, "grace": c.grace, "max_lateness": c.max_lateness, "checkpoint": 5.0},
+            "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": 0.5},
+            "health": {"listen": f"127.0.0.1:{ports['health']}"},
+            "log": {"level": self.options.log_level, "format": "json"},
+            "runtime": {"shutdown_timeout": max(30.0, self.options.stop_timeout - 10), "restart_backoff_initial": 0.5,
+                        "restart_backoff_max": 3.0},
+            "drivers": drivers,
+            "uplinks": [uplink],
+        }
+
+    def _scrape(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as answer:
+                return parse_metrics(answer.read().decode())
+        except (OSError, ValueError):
+            return None
+
+    async def _wait_gateway(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.options.workdir / "gateway.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the gateway exited with {self.process.returncode}:\n{log}")
+            if await asyncio.to_thread(self._scrape) is not None:
+                return
+            await asyncio.sleep(0.1)  # poll step while the gateway starts
+        raise RuntimeError("the gateway's /metrics did not answer")
+
+    async def _start_gateway(self, config_path: Path, bus: str) -> None:
+        env = dict(os.environ)
+        if bus:
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = bus
+        uses_clock = any(isinstance(f, ClockJump) for f in self.scenario.faults)
+        if uses_clock:
+            offset_file = self.options.workdir / "clock-offset"
+            offset_file.write_text("0\n")
+            command = [self.options.python, "-m", "simulators.city.gwproc", "--config", str(config_path),
+                       "--offset-file", str(offset_file), "--drain", "--summary"]
+        else:
+            command = [self.options.python, "-m", "gateway.cli", "run", "--config", str(config_path), "--drain", "--summary"]
+        self._spawn(command, env)
+        await self._wait_gateway()
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+        log = open(self.options.workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in _stop_gateway
+        self._gateway_log = log
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._proc_started = time.monotonic()
+
+    async def start(self) -> None:
+        work = self.options.workdir
+        marker = work / ".city-run"
+        if work.exists() and any(work.iterdir()):
+            if not marker.exists():
+                raise RuntimeError(f"{work} is not empty and not a folder of an earlier city run: choose another --workdir")
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        marker.write_text("a city run's working folder: replaced by the next run\n")
+        s = self.scenario
+        if s.city.uplink == "mqtt":
+            self.platform = Mosquitto(work / "platform-broker", persistent=True)
+            await asyncio.to_thread(self.platform.start)
+            self.receiver = _make_receiver(self.platform.port, self.books)
+            await self.receiver.start()
+        else:
+            self.tail = FileTail(self.batches_dir, self.books)
+        if any(g.mode == "network_server" and g.count for g in s.lorawan):
+            self.ns_broker = Mosquitto(work / "ns-broker", persistent=False)
+            await asyncio.to_thread(self.ns_broker.start)
+        await self.serial.start()
+        if self.ble.count and (shutil.which("dbus-daemon") is None or importlib.util.find_spec("dbusmock") is None):
+            print("city: BLE tags left out of this run: they need dbus-daemon (Debian package `dbus`) and "
+                  "python-dbusmock (pip install -e '.[test]')", file=sys.stderr)
+            self.ble.groups = []
+        bus = await self.ble.start() if self.ble.count else ""
+        ports: dict[str, Any] = {
+            "udp": {g: free_port(socket.SOCK_DGRAM) for g, group in enumerate(s.lorawan) if group.mode == "concentrator"},
+            "ocpp": free_port(),
+            "health": free_port(),
+        }
+        self.metrics_url = f"http://127.0.0.1:{ports['health']}/metrics"
+        config = self._gateway_config(ports, bus)
+        config_path = work / "gateway.toml"
+        config_path.write_text(to_toml(config, header=(
+            f"Written by edge-gateway-sim city for scenario {s.city.name!r} at scale {self.scale:g}.\n"
+            "Every driver points at the simulators of this run (ports, ptys, private D-Bus).")))
+        await self._start_gateway(config_path, bus)
+        assert self.process is not None
+        await self.serial.hold_until_open(self.process.pid)
+        if self.ns_broker is not None:
+            broker = self.ns_broker
+
+            async def ns_ready(client_id: str) -> None:
+                if not await asyncio.to_thread(broker.wait_for_subscription, client_id, "v3/+/devices/+/up"):
+                    print(f"city: {client_id} did not subscribe on the network-server broker", file=sys.stderr)
+            self.lora.ns_ready = ns_ready
+        await self.lora.start(ports["udp"], self.ns_broker.address if self.ns_broker else None)
+        await self.ocpp.start(ports["ocpp"])
+
+    # -------------------------------------------------------------- faults
+
+    async def _begin(self, fault: Fault) -> _Active:
+        now = time.monotonic()
+        if isinstance(fault, UplinkOutage):
+            if self.platform is not None:
+                await asyncio.to_thread(self.platform.outage_begin)
+                undo = self.platform.outage_end  # blocking: run in a thread by _undo
+                what = f"platform broker stopped at {fault.at:g} s for {fault.duration:g} s"
+            else:
+                hidden = self.batches_dir.with_name("batches.outage")
+                self.batches_dir.rename(hidden)
+                self.batches_dir.write_text("the output folder is gone (simulated outage)\n")
+
+                def undo() -> None:
+                    self.batches_dir.unlink()
+                    hidden.rename(self.batches_dir)
+                what = f"file uplink folder unwritable at {fault.at:g} s for {fault.duration:g} s"
+            self.faults_done.append({"kind": "uplink_outage", "what": what})
+            return _Active(fault, now + fault.duration, undo)
+        if isinstance(fault, Corruption):
+            if fault.target in ("lorawan", "all"):
+                self.lora.corrupt_rate = fault.rate
+            if fault.target in ("serial", "all"):
+                self.serial.set_corruption(fault.rate)
+
+            def undo_corruption() -> None:
+                self.lora.corrupt_rate = 0.0
+                self.serial.set_corruption(0.0)
+            self.faults_done.append({"kind": "corrupt", "what": f"{fault.rate:.0%} of {fault.target} frames corrupted "
+                                     f"from {fault.at:g} s for {fault.duration:g} s"})
+            return _Active(fault, now + fault.duration, undo_corruption)
+        if isinstance(fault, SerialUnplug):
+            pulled = self.serial.unplug(fault.ports)
+
+            def replug() -> None:
+                assert self.process is not None
+                self.serial.replug(pulled, self.process.pid)
+            self.faults_done.append({"kind": "serial_unplug", "what": f"{len(pulled)} serial port(s) unplugged at "
+                                     f"{fault.at:g} s for {fault.duration:g} s"})
+            return _Active(fault, now + fault.duration, replug)
+        if isinstance(fault, BleStall):
+            self.ble.stall(fault.mode)
+            self.faults_done.append({"kind": "ble_stall", "what": f"BLE scanner stalled ({fault.mode}) at {fault.at:g} s"})
+            return _Active(fault, None)
+        if isinstance(fault, ChargePointDisconnect):
+            self.ocpp.disconnect(fault.count)
+            self.faults_done.append({"kind": "cp_disconnect", "what": f"{fault.count} charge points dropped at {fault.at:g} s"})
+            return _Active(fault, None)
+        if isinstance(fault, ClockJump):
+            self.offset += fault.seconds
+            (self.options.workdir / "clock-offset").write_text(f"{self.offset}\n")
+            if self.process is not None:
+                self.process.send_signal(signal.SIGUSR1)
+            self.faults_done.append({"kind": "clock_jump", "what": f"gateway clock stepped {fault.seconds:+g} s at {fault.at:g} s"})
+            return _Active(fault, None)
+        raise TypeError(fault)
+
+    def _rss_now(self) -> float:
+        try:
+            return vm_rss_mib(self.process.pid) if self.process is not None else 0.0
+        except OSError:
+            return 0.0
+
+    def _proc_sample(self) -> tuple[float, float, int]:
+        if self.process is None:
+            return (0.0, 0.0, 0)
+        try:
+            return proc_stats(self.process.pid)
+        except OSError:
+            return (0.0, 0.0, 0)
+
+    def _steady(self) -> dict[str, Any]:
+        """The gateway while the devices report (start-up and the charge points' boot storm, the
+        settle and the drain left out)."""
+        begin, end = getattr(self, "_steady_begin", None), getattr(self, "_steady_end", None)
+        if not begin or not end or not begin[2] or not end[2]:
+            return {}
+        wall = end[0] - begin[0]
+        readings = sum(end[2]["readings"].values()) - sum(begin[2]["readings"].values())
+        cpu = end[1][0] - begin[1][0]
+        written = end[1][2] - begin[1][2]
+        return {
+            "wall_seconds": round(wall, 2),
+            "readings": readings,
+            "readings_per_second": round(readings / wall, 1) if wall else None,
+            "cpu_seconds": round(cpu, 3),
+            "cpu_share": round(cpu / wall, 4) if wall else None,
+            "write_bytes": written,
+            "write_bytes_per_reading": round(written / readings, 1) if readings else None,
+            "peak_rss_mib_after_boot": round(begin[1][1], 1),
+            "rss_mib_at_end": round(end[3], 1) if len(end) > 3 else None,
+        }
+
+    async def _undo(self, item: _Active) -> None:
+        if item.undo is None:
+            return
+        if self.platform is not None and item.undo == self.platform.outage_end:
+            await asyncio.to_thread(item.undo)  # starting mosquitto blocks until it listens
+        else:
+            item.undo()  # ptys and simulator state belong to the event loop
+
+    # -------------------------------------------------------------- the run
+
+    def _sent_so_far(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for group in self.groups:
+            with contextlib.suppress(Exception):
+                for device, n in group.sent().items():
+                    label = group.label(device)
+                    out[label] = out.get(label, 0) + n
+        return out
+
+    def _progress_table(self, elapsed: float, active: list[_Active]) -> Any:
+        from rich.table import Table
+
+        s = self.scenario
+        table = Table(title=f"city {s.city.name!r} x{self.scale:g}: {s.climate_sensors():,} climate sensors, "
+                      f"{s.charge_point_count():,} charge points  [{elapsed:5.1f} / {s.city.duration:g} s]")
+        table.add_column("protocol")
+        table.add_column("readings sent", justify="right")
+        for label, n in sorted(self._sent_so_far().items()):
+            table.add_row(label, f"{n:,}")
+        m = self.metrics
+        table.add_row("gateway in", f"{sum(m.get('readings', {}).values()):,}")
+        scal = m.get("scalars", {})
+        table.add_row("outbox batches", f"{int(scal.get('outbox_batches', 0)):,}")
+        table.add_row("platform covered", f"{sum(w.count for w in list(self.books.ledger.windows.values())):,}")
+        table.add_row("faults active", ", ".join(type(a.fault).__name__ for a in active) or "-")
+        return table
+
+    async def _main_phase(self) -> None:
+        s = self.scenario
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        self._steady_begin = (time.monotonic(), self._proc_sample(), await asyncio.to_thread(self._scrape))
+        pending = sorted(s.faults, key=lambda f: f.at)
+        active: list[_Active] = []
+        live: Any = None
+        if self.options.progress:
+            from rich.live import Live
+
+            live = Live(self._progress_table(0, active), refresh_per_second=2, transient=False)
+            live.start()
+        last_scrape = 0.0
+        try:
+            while (elapsed := loop.time() - t0) < s.city.duration:
+                while pending and pending[0].at <= elapsed:
+                    begun = await self._begin(pending.pop(0))
+                    if begun.ends is not None:  # one-shot faults (stall, disconnect, clock step) are done
+                        active.append(begun)
+                for item in [a for a in active if a.ends is not None and loop.time() >= a.ends]:
+                    await self._undo(item)
+                    active.remove(item)
+                if self.tail is not None:
+                    await asyncio.to_thread(self.tail.poll)
+                if loop.time() - last_scrape >= 2.0:
+                    last_scrape = loop.time()
+                    scraped = await asyncio.to_thread(self._scrape)
+                    self.metrics = scraped if scraped is not None else self.metrics
+                if live is not None:
+                    live.update(self._progress_table(elapsed, active))
+                await asyncio.sleep(0.25)  # the runner's own tick (faults, progress, file tail)
+        finally:
+            for item in active:  # faults still running when the devices stop end now
+                await self._undo(item)
+            if live is not None:
+                live.stop()
+        self.sending_seconds = loop.time() - t0
+
+    async def _settle(self) -> None:
+        """Senders stopped: wait until the gateway has taken everything in flight (its reading
+        count stands still for 1.5 s)."""
+        deadline = time.monotonic() + self.options.settle_timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            m = await asyncio.to_thread(self._scrape)
+            if m is not None:
+                self.metrics = m
+                count = sum(m["readings"].values())
+                if count != last:
+                    last, since = count, time.monotonic()
+                elif time.monotonic() - since >= 1.5:
+                    return
+            await asyncio.sleep(0.25)  # poll step
+
+    async def _stop_gateway(self) -> None:
+        assert self.process is not None
+        self.lora.read_kernel_drops()
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            cpu, hwm, written = proc_stats(pid)
+            self.proc = ProcStats(cpu, time.monotonic() - self._proc_started, hwm, written)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.process.wait, self.options.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+        self._gateway_log.close()
+        text = (self.options.workdir / "gateway.log").read_text(errors="replace")
+        start = text.find("edge-gateway run summary")
+        self.gateway_summary = text[start:].strip() if start >= 0 else ""
+
+    async def _collect(self) -> None:
+        """Everything the gateway delivered reaches the books (the receiver goes quiet)."""
+        if self.tail is not None:
+            await asyncio.to_thread(self.tail.poll)
+            return
+        last, since = -1, time.monotonic()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            count = self.books.ledger.messages
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= 1.0:
+                break
+            await asyncio.sleep(0.2)  # poll step
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            await self.start()
+            await self._main_phase()
+            at_stop = await asyncio.to_thread(self._scrape)
+            self.metrics_at_stop = at_stop if at_stop is not None else self.metrics
+            self._steady_end = (time.monotonic(), self._proc_sample(), self.metrics_at_stop, self._rss_now())
+            if self.tail is not None:
+                await asyncio.to_thread(self.tail.poll)
+            self.books.measuring = False
+            for group in self.groups:
+                await group.stop_sending()
+            await self._settle()
+            await self._stop_gateway()
+            await self._collect()
+        finally:
+            await self.close()
+        report = build_report(
+            scenario_name=self.scenario.city.name, scale=self.scale, groups=self.groups, books=self.books,
+            metrics=self.metrics, gateway_summary=self.gateway_summary, metrics_at_stop=self.metrics_at_stop,
+            extra={"faults": self.faults_done, "run": self._run_facts()},
+            udp_drops=self.lora.kernel_drops,
+        )
+        path = self.options.report_path or self.options.workdir / "report.json"
+        write_report(report, path)
+        report["report_path"] = str(path)
+        return report
+
+    def _run_facts(self) -> dict[str, Any]:
+        m = self.metrics
+        readings_in = sum(m.get("readings", {}).values())
+        p50, p99 = self.books.percentile(0.5), self.books.percentile(0.99)
+        return {
+            "sending_seconds": round(self.sending_seconds, 2),
+            "climate_sensors": self.scenario.climate_sensors(),
+            "charge_points": self.scenario.charge_point_count(),
+            "charge_points_booted": self.ocpp.booted,
+            "ocpp_drops": self.ocpp.drops,
+            "ocpp_reconnects": self.ocpp.reconnects,
+            "ocpp_errors": dict(self.ocpp.errors),
+            "modbus_answers_corrupted_and_retried": self.serial.retried(),
+            "udp_datagrams_dropped_by_kernel": self.lora.kernel_drops,
+            "simulator_worst_lag_s": round(max(g.pace.worst_lag for g in self.groups), 3),
+            "gateway_process": {
+                "cpu_seconds": round(self.proc.cpu_seconds, 3),
+                "wall_seconds": round(self.proc.wall_seconds, 3),
+                "cpu_share": round(self.proc.cpu_seconds / self.proc.wall_seconds, 4) if self.proc.wall_seconds else None,
+                "peak_rss_mib": round(self.proc.peak_rss_mib, 1),
+                "write_bytes": self.proc.write_bytes,
+                "write_bytes_per_reading": round(self.proc.write_bytes / readings_in, 1) if readings_in else None,
+                "readings_in": readings_in,
+            },
+            "gateway_steady": self._steady(),
+            "latency_s": {"p50": None if p50 is None else round(p50, 3), "p99": None if p99 is None else round(p99, 3),
+                          "basis": "batch arrival at the platform minus window end"},
+        }
+
+    async def close(self) -> None:
+        for group in self.groups:
+            with contextlib.suppress(Exception):
+                await group.stop_sending()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+        for group in reversed(self.groups):
+            with contextlib.suppress(Exception):
+                await group.close()
+        if self.receiver is not None:
+            with contextlib.suppress(Exception):
+                await self.receiver.stop()
+        for broker in (self.platform, self.ns_broker):
+            if broker is not None:
+                await asyncio.to_thread(broker.stop)
+
+
+def _make_receiver(port: int, books: BatchBooks) -> Any:
+    """The platform receiver, feeding the city's books (its ledger plus latency samples)."""
+    from simulators.platform.receiver import PlatformReceiver
+
+    class CityReceiver(PlatformReceiver):  # type: ignore[misc, valid-type]
+        def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+            super()._on_message(client, userdata, message)
+            if message.topic.endswith("/batch"):
+                books.note_latency(message.payload, time.time())
+
+    receiver = CityReceiver("127.0.0.1", port, prefix="city", protocol="5", client_id="city-platform",
+                            session_expiry=3600)
+    receiver.ledger = books.ledger
+    return receiver
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(render_report(report))
+    run = report["run"]
+    gp = run["gateway_process"]
+    print(f"  gateway: {gp['readings_in']:,} readings in {run['sending_seconds']:g} s, CPU {gp['cpu_seconds']:.2f} s "
+          f"({(gp['cpu_share'] or 0) * 100:.1f} % of one core), peak RSS {gp['peak_rss_mib']:.1f} MiB, "
+          f"latency p50/p99 {run['latency_s']['p50']}/{run['latency_s']['p99']} s")
+    steady = run.get("gateway_steady") or {}
+    if steady:
+        print(f"  while reporting: {steady['readings_per_second']} readings/s, gateway CPU "
+              f"{(steady['cpu_share'] or 0) * 100:.1f} % of one core, {steady['write_bytes_per_reading']} bytes written/reading")
+    print(f"  report written to {report['report_path']}")

@@ -1,0 +1,81 @@
+"""A scale-1 city (256 climate sensors, 468 charge points) on every simulator against the real
+gateway process, with an uplink outage (the platform's Mosquitto stopped and restarted),
+corrupted LoRaWAN and serial frames and dropped charge-point connections: at the end every
+reading the simulators sent is either covered by a window the platform received or lost for a
+reason the report names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from simulators.city.runner import CityRun, RunOptions
+from simulators.city.scenario import load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(150)
+async def test_scale_1_city_loses_nothing_it_cannot_name(tmp_path: Path) -> None:
+    scenario = load_scenario(ROOT / "config/scenarios/busy.toml", scale=1)
+    assert (scenario.climate_sensors(), scenario.charge_point_count()) == (256, 468)
+    scenario = msgspec.structs.replace(scenario, city=msgspec.structs.replace(scenario.city, duration=24.0))
+    report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False)).run()
+
+    protocols = report["protocols"]
+    assert set(protocols) == {"lorawan-udp", "lorawan-ns", "serial", "ble", "ocpp"}
+    for name, line in protocols.items():
+        assert line["sent"] > 0, name
+        assert line["unexplained"] == 0, (name, line)
+    # every device of the city took part
+    assert protocols["ocpp"]["devices"] == 468 * 2 + 312  # connectors, plus connector 0 of the 1.6 ones
+    assert protocols["lorawan-udp"]["devices"] + protocols["lorawan-ns"]["devices"] == 180
+    assert protocols["ble"]["devices"] == 32
+    assert report["run"]["charge_points_booted"] == 468
+    # the faults happened and left their traces
+    assert {f["kind"] for f in report["faults"]} == {"corrupt", "cp_disconnect", "uplink_outage"}
+    assert protocols["lorawan-udp"]["damaged_on_purpose"] > 0
+    assert any(cause.endswith(":bad_mic") for cause in report["dropped"]["decode_errors"])
+    assert report["run"]["ocpp_drops"] == 40  # dropped between messages; reconnect on the next one
+    assert report["run"]["ocpp_reconnects"] > 0
+    # nothing missing in the batch numbering, nothing invalid, the books balance
+    assert report["dropped"]["missing_seq"] == {}
+    assert report["dropped"]["invalid_batches"]["count"] == 0
+    totals = report["totals"]
+    assert totals["sent"] == (totals["covered"] + totals["damaged_on_purpose"] + totals["gateway_dropped"]
+                              + totals["link_losses"] + totals["in_flight_when_unplugged"])
+    written = await asyncio.to_thread(Path(report["report_path"]).read_text)
+    assert json.loads(written)["totals"] == totals
+
+
+@pytest.mark.timeout(90)
+async def test_unplug_stall_and_clock_jump_are_accounted_for(tmp_path: Path) -> None:
+    """A small city on the file uplink: serial ports pulled and plugged back, the BLE scanner
+    stalled (the gateway must restart it), the gateway's own clock stepped forward (device-stamped
+    readings become late revisions) and the output folder made unwritable for a while."""
+    scenario = parse_scenario({
+        "city": {"name": "faults", "duration": 16.0, "window": 5, "grace": 1.0, "max_lateness": 600.0, "uplink": "file"},
+        "lorawan": [{"count": 5, "interval": 2.0, "gateways": 1}],
+        "serial": [{"kind": "modbus", "ports": 1, "units_per_port": 2, "interval": 1.0},
+                   {"kind": "sds011", "ports": 1, "interval": 1.0}],
+        "ble": [{"count": 7, "interval": 0.5, "repeats": 2}],
+        "charge_points": [{"count": 3, "interval": 1.0}],
+        "faults": [{"kind": "serial_unplug", "at": 2.0, "duration": 4.0, "ports": 2},
+                   {"kind": "ble_stall", "at": 3.0},
+                   {"kind": "clock_jump", "at": 8.0, "seconds": 20.0},
+                   {"kind": "uplink_outage", "at": 9.0, "duration": 3.0}],
+    })
+    report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False)).run()
+
+    for name, line in report["protocols"].items():
+        assert line["sent"] > 0, name
+        assert line["unexplained"] == 0, (name, line)
+    assert {f["kind"] for f in report["faults"]} == {"serial_unplug", "ble_stall", "clock_jump", "uplink_outage"}
+    # charge points stamp their own (unjumped) time: after the step their readings arrive late
+    assert report["late_revisions"]["late_readings_accepted"] > 0
+    assert report["late_revisions"]["superseded_at_platform"] > 0
+    assert report["dropped"]["missing_seq"] == {}

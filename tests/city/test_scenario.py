@@ -1,0 +1,95 @@
+"""The scenario format: the shipped files load with the documented sizes; mistakes are named
+with their key path, what was expected and what was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from simulators.city.runner import to_toml
+from simulators.city.scenario import ClockJump, Corruption, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_reference_city_is_256_sensors_and_468_charge_points() -> None:
+    city = load_scenario(ROOT / "config/scenarios/reference.toml")
+    assert city.climate_sensors() == 256
+    assert city.charge_point_count() == 468
+    assert city.needs_broker()
+
+
+def test_busy_city_has_the_reference_counts_and_the_test_faults() -> None:
+    city = load_scenario(ROOT / "config/scenarios/busy.toml")
+    assert (city.climate_sensors(), city.charge_point_count()) == (256, 468)
+    assert {type(f).__name__ for f in city.faults} == {"Corruption", "ChargePointDisconnect", "UplinkOutage"}
+
+
+def test_demo_needs_no_server() -> None:
+    city = load_scenario(ROOT / "config/scenarios/demo.toml")
+    assert not city.needs_broker()
+    assert city.lorawan and city.serial and city.ble and city.charge_points
+
+
+def test_scale_multiplies_device_counts_only() -> None:
+    city = load_scenario(ROOT / "config/scenarios/reference.toml", scale=10)
+    assert (city.climate_sensors(), city.charge_point_count()) == (2560, 4680)
+    assert city.lorawan[0].interval == 300.0
+
+
+def test_faults_are_a_tagged_union() -> None:
+    city = parse_scenario({
+        "city": {"duration": 60},
+        "ble": [{"count": 1}],
+        "faults": [{"kind": "corrupt", "at": 1, "duration": 5, "rate": 0.5, "target": "lorawan"},
+                   {"kind": "clock_jump", "at": 2, "seconds": -30}],
+    })
+    assert isinstance(city.faults[0], Corruption) and city.faults[0].rate == 0.5
+    assert isinstance(city.faults[1], ClockJump) and city.faults[1].seconds == -30
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"city": {"duraton": 5}}, "city.duraton: unknown key"),
+        ({"lorawan": [{"count": "many"}]}, "lorawan[0].count: expected `int`, found 'many'"),
+        ({"lorawan": [{"count": 1, "mode": "gateway"}]}, "lorawan[0].mode: expected one of 'concentrator', 'network_server'"),
+        ({"serial": [{"ports": 1}]}, "serial[0].kind: required key is missing"),
+        ({"ble": [{"count": 1}], "faults": [{"kind": "flood", "at": 1}]}, "faults[0].kind: expected one of 'uplink_outage'"),
+        ({"ble": [{"count": 1}], "faults": [{"kind": "corrupt", "at": 1, "duration": 2, "rate": 2}]},
+         "faults[0].rate: expected `float` <= 1.0, found 2"),
+        ({"city": {"duration": 10}, "ble": [{"count": 1}], "faults": [{"kind": "cp_disconnect", "at": 20}]},
+         "faults[0].at: expected less than city.duration (10.0), found 20"),
+        ({}, "expected at least one device group"),
+        ({"ble": [{"count": 70000, "formats": ["pvvx"]}]}, "expected at most 65024 tags of format 'pvvx'"),
+    ],
+)
+def test_mistakes_are_named(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_scenario(raw)
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[city\n")
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(bad)
+    assert str(bad) in caught.value.problems[0] and "not valid TOML" in caught.value.problems[0]
+
+
+def test_written_gateway_config_is_valid_toml_for_the_gateway() -> None:
+    import tomllib
+
+    from gateway.config import parse_config
+
+    document = {
+        "gateway": {"id": "city-x", "state_dir": "/tmp/x"},
+        "drivers": [{"type": "ble", "name": "ble-0", "bthome_keys": {"F0:CA:FE:00:BE:00": "00" * 16}}],
+        "uplinks": [{"type": "file", "name": "file", "directory": "b\\c \"q\""}],
+    }
+    config = parse_config(tomllib.loads(to_toml(document, header="two\nlines")))
+    assert config.drivers[0].bthome_keys == {"F0:CA:FE:00:BE:00": "00" * 16}
+    assert config.uplinks[0].directory == "b\\c \"q\""
