@@ -129,3 +129,21 @@ async def test_ready_then_watchdog_only_while_ticks_complete(tmp_path: Path, fla
     await asyncio.wait_for(task, timeout=15)
     assert "STOPPING=1" in drain()
     sock.close()
+
+
+async def test_clock_steps_are_counted_without_reopening_windows(tmp_path: Path, flaky: None) -> None:
+    import time as _time
+
+    offset = [0.0]
+    gateway = Gateway(config(tmp_path), clock=lambda: _time.time() + offset[0])
+    task = asyncio.create_task(gateway.run(duration=30))
+    await async_wait_for(lambda: gateway.supervisors and gateway.supervisors[0].ctx.readings == 5, timeout=10)
+    await async_wait_for(lambda: gateway.last_tick > 0, timeout=10)
+    boundary = gateway.aggregator.closed_before
+    offset[0] = 20.0  # NTP steps the clock 20 s forward
+    await async_wait_for(lambda: gateway.clock_jumps == 1, timeout=10, what="forward step counted")
+    offset[0] = -600.0  # and ten minutes back
+    await async_wait_for(lambda: gateway.clock_jumps == 2, timeout=10, what="backward step counted")
+    assert gateway.aggregator.closed_before >= boundary, "a step back never reopens windows"
+    gateway.request_stop()
+    await asyncio.wait_for(task, timeout=15)
