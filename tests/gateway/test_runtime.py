@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +108,24 @@ async def test_ready_then_watchdog_only_while_ticks_complete(tmp_path: Path, fla
     await async_wait_for(lambda: drain().count("WATCHDOG=1") >= 2, timeout=10, what="WATCHDOG=1")
     # stall the outbox thread (an SD card that stopped answering): watchdog pings must stop
     stall = threading.Event()
+    entered = threading.Event()
     original = Outbox.commit
 
     def stuck(self: Outbox, commit: Any) -> Any:
+        entered.set()
         stall.wait(10)
         return original(self, commit)
 
     Outbox.commit = stuck  # type: ignore[method-assign]
     try:
-        await asyncio.sleep(0.6)  # poll step: let the in-flight tick reach the stalled thread
-        received.clear()
+        await async_wait_for(entered.is_set, timeout=10, what="a tick stuck in the outbox thread")
+        # a ping may still go out up to one watchdog interval (0.4 s) after the last completed
+        # tick, plus one ping period (0.2 s); from then on there must be none
+        await async_wait_for(lambda: time.time() - gateway.last_tick > 0.6, timeout=10,
+                             what="one watchdog interval since the last completed tick")
         drain()
         received.clear()
-        await asyncio.sleep(1.0)  # watch one whole watchdog interval and more
+        await asyncio.sleep(1.0)  # an observation window (2.5 watchdog intervals), not a synchronisation
         assert "WATCHDOG=1" not in drain()
     finally:
         Outbox.commit = original  # type: ignore[method-assign]
