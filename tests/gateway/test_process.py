@@ -206,3 +206,34 @@ def test_busy_metrics_port_names_the_key(tmp_path: Path) -> None:
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"health.listen 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_daemon_notifies_systemd_through_the_environment(tmp_path: Path) -> None:
+    """As under Type=notify: NOTIFY_SOCKET and WATCHDOG_USEC come from the environment."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    received: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.1)
+
+        def got(line: str) -> bool:
+            try:
+                received.extend(sock.recv(4096).decode().splitlines())
+            except TimeoutError:
+                pass
+            return line in received
+
+        replay = tmp_path / "empty.jsonl"
+        replay.write_text("")
+        config = write_config(tmp_path, replay)
+        env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "500000"}
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _started.append(proc)
+        wait_for(lambda: got("READY=1"), timeout=20, what="READY=1")
+        wait_for(lambda: got("WATCHDOG=1"), timeout=10, what="WATCHDOG=1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        wait_for(lambda: got("STOPPING=1"), timeout=5, what="STOPPING=1")
