@@ -428,10 +428,13 @@ class CityRun:
         active: list[_Active] = []
         live: Any = None
         if self.options.progress:
-            from rich.live import Live
-
-            live = Live(self._progress_table(0, active), refresh_per_second=2, transient=False)
-            live.start()
+            try:
+                from rich.live import Live
+            except ImportError:
+                print("no live display: install the simulators' extra, pip install 'edge-gateway[sim]'")
+            else:
+                live = Live(self._progress_table(0, active), refresh_per_second=2, transient=False)
+                live.start()
         last_scrape = 0.0
         try:
             while (elapsed := loop.time() - t0) < s.city.duration:
