@@ -32,6 +32,19 @@ def best_of(runs: int, name: str, count: int, work: Callable[[], object]) -> Mea
     return min((measure(name, count, work) for _ in range(runs)), key=lambda m: m.wall_seconds)
 
 
+def interleaved_best(runs: int, jobs: list[tuple[str, int, Callable[[], object]]]) -> list[Measurement]:
+    """Best of `runs` for each job, running the jobs in turn within every round, so a slow
+    stretch of a shared machine hits subject and baseline alike instead of skewing the ratio."""
+    best: list[Measurement | None] = [None] * len(jobs)
+    for _ in range(runs):
+        for i, (name, count, work) in enumerate(jobs):
+            m = measure(name, count, work)
+            current = best[i]
+            if current is None or m.wall_seconds < current.wall_seconds:
+                best[i] = m
+    return [m for m in best if m is not None]
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

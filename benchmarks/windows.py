@@ -16,7 +16,7 @@ import gc
 import random
 from typing import Any
 
-from benchmarks.report import best_of, print_ratio
+from benchmarks.report import interleaved_best, print_ratio
 from gateway.model import Reading
 from gateway.windows import Aggregator
 
@@ -69,15 +69,17 @@ def batch(rows: list[tuple[str, str, float, float]]) -> Aggregator:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     rows = make_rows(args.readings)
     readings = [Reading(*row) for row in rows]  # drivers build these; not part of the timing
     gc.collect()
     n = len(rows)
-    base = best_of(args.runs, "bare dict loop (baseline)", n, lambda: bare_loop(rows))
-    single = best_of(args.runs, "Aggregator.add (per reading)", n, lambda: per_reading(readings))
-    many = best_of(args.runs, "Aggregator.add_many (batch)", n, lambda: batch(rows))
+    base, single, many = interleaved_best(args.runs, [
+        ("bare dict loop (baseline)", n, lambda: bare_loop(rows)),
+        ("Aggregator.add (per reading)", n, lambda: per_reading(readings)),
+        ("Aggregator.add_many (batch)", n, lambda: batch(rows)),
+    ])
     agg = per_reading(readings)
     assert agg.open_series == len(bare_loop(rows)), "both must build the same windows"
     r1 = print_ratio("windows: per-reading path", single, base, "readings/s")

@@ -153,14 +153,15 @@ class Aggregator:
                 self.stats.unknown_metric += 1
                 return
             bucket[key] = _new_acc(kind, value, ts)
-        elif acc[0] == GAUGE:
+        elif not acc[0]:  # GAUGE is 0: a truth test, no global lookup on the hot path
             acc[1] += 1
             if value < acc[2]:
                 acc[2] = value
             elif value > acc[3]:
                 acc[3] = value
             acc[4] += value
-            if ts >= acc[6] and (ts > acc[6] or str(value) > str(acc[5])):
+            last_ts = acc[6]
+            if ts > last_ts or (ts == last_ts and str(value) > str(acc[5])):
                 acc[5] = value
                 acc[6] = ts
             acc[7] = True
@@ -178,39 +179,45 @@ class Aggregator:
         open_windows = self._open
         kind_of = _KIND_OF
         stats = self.stats
-        accepted = 0
-        cur_start = cur_end = None
+        if not isinstance(rows, Sequence):
+            rows = list(rows)
+        skipped = 0
+        # the cached open window [cur_start, cur_end); an empty range until one is cached
+        cur_start = cur_end = 0.0
         bucket: dict[SeriesKey, list[Any]] | None = None
         for device, metric, value, ts in rows:
-            if cur_start is None or not (cur_start <= ts < cur_end):  # type: ignore[operator]
+            if not cur_start <= ts < cur_end:
                 start = int(ts // window) * window
                 bucket = open_windows.get(start)
                 if bucket is None:
                     bucket = self._bucket_for(start, ts)
                     if bucket is None:
-                        cur_start = None
+                        cur_start = cur_end = 0.0
+                        skipped += 1
                         continue
                 # only cache open windows: late buckets are per-row decisions
                 if open_windows.get(start) is bucket:
                     cur_start, cur_end = start, start + window
                 else:
-                    cur_start = None
+                    cur_start = cur_end = 0.0
             key = (device, metric)
             acc = bucket.get(key)  # type: ignore[union-attr]
             if acc is None:
                 kind = kind_of.get(metric)
                 if kind is None:
                     stats.unknown_metric += 1
+                    skipped += 1
                     continue
                 bucket[key] = _new_acc(kind, value, ts)  # type: ignore[index]
-            elif acc[0] == GAUGE:
+            elif not acc[0]:  # GAUGE
                 acc[1] += 1
                 if value < acc[2]:
                     acc[2] = value
                 elif value > acc[3]:
                     acc[3] = value
                 acc[4] += value
-                if ts >= acc[6] and (ts > acc[6] or str(value) > str(acc[5])):
+                last_ts = acc[6]
+                if ts > last_ts or (ts == last_ts and str(value) > str(acc[5])):
                     acc[5] = value
                     acc[6] = ts
                 acc[7] = True
@@ -218,8 +225,7 @@ class Aggregator:
                 acc[1] += 1
                 acc[2].append([ts, value])
                 acc[4] = True
-            accepted += 1
-        stats.accepted += accepted
+        stats.accepted += len(rows) - skipped
 
     def _bucket_for(self, start: int, ts: float) -> dict[SeriesKey, list[Any]] | None:
         """Slow path: a window not open yet, a closed window (late), or out of range."""

@@ -109,7 +109,22 @@ def test_unknown_metric_is_counted_not_raised() -> None:
     agg = Aggregator(window=W)
     agg.add(Reading("d", "no_such_metric", 1.0, T0))
     agg.add_many([("d", "no_such_metric", 1.0, T0)])
-    assert agg.stats.unknown_metric == 2 and agg.open_series == 0
+    assert agg.stats.unknown_metric == 2 and agg.open_series == 0 and agg.stats.accepted == 0
+
+
+def test_batch_path_counts_what_it_accepted_and_takes_any_iterable() -> None:
+    agg = Aggregator(window=W, grace=0, max_lateness=60, now=T0 + 10 * W)
+    agg.close_due(T0 + 10 * W)
+    rows = iter([
+        ("d", "temperature", 1.0, T0 + 10 * W + 1),  # open window
+        ("d", "bogus", 1.0, T0 + 10 * W + 2),  # unknown metric
+        ("d", "temperature", 2.0, T0 + 9 * W + 5),  # late, within max_lateness
+        ("d", "temperature", 3.0, T0 + 5 * W),  # too late
+        ("d", "temperature", 4.0, T0 + 10 * W + 3),  # back in the open window
+    ])
+    agg.add_many(rows)
+    assert agg.stats.accepted == 3 and agg.stats.late_accepted == 1 and agg.stats.late_dropped == 1
+    assert agg.open_series == 1
 
 
 def test_clock_stepping_back_does_not_reopen_closed_windows() -> None:
