@@ -48,6 +48,27 @@ class _LineSession(Session):
     async def talk(self, line: SerialLine) -> None:
         raise NotImplementedError
 
+    def _handle(self, chunk: bytes) -> int:
+        """Decode what arrived; the number of readings it gave."""
+        raise NotImplementedError
+
+    async def _ask(self, line: SerialLine, request: bytes, answer_within: float) -> int:
+        """One polled exchange: drop stale bytes, send the request, read until an answer decodes
+        or `answer_within` seconds pass. Returns the readings the answer gave (0: no answer)."""
+        loop = asyncio.get_running_loop()
+        self._handle(line.drain())
+        await line.write(request)
+        deadline = loop.time() + answer_within
+        answered = 0
+        while not answered:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            chunk = await line.read(left)
+            if chunk:
+                answered = self._handle(chunk)
+        return answered
+
 
 class Sds011Session(_LineSession):
     def __init__(self, config: Config, ctx: DriverContext, on_open: Callable[[], None]) -> None:
@@ -104,17 +125,7 @@ class Sds011Session(_LineSession):
                     quiet_since = loop.time()
         due = loop.time()
         while True:
-            self._handle(line.drain())
-            await line.write(sds011.query_data())
-            deadline = loop.time() + settings.timeout
-            answered = 0
-            while not answered:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                chunk = await line.read(left)
-                if chunk:
-                    answered = self._handle(chunk)
+            answered = await self._ask(line, sds011.query_data(), settings.timeout)
             if not answered:
                 self._silence("no_response")
             due += settings.query_interval
@@ -176,17 +187,7 @@ class WxtSession(_LineSession):
         command = wxt.poll_command(settings.address, "0", use_crc=settings.use_crc)
         due = loop.time()
         while True:
-            self._handle(line.drain())
-            await line.write(command)
-            deadline = loop.time() + settings.timeout
-            answered = 0
-            while not answered:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                chunk = await line.read(left)
-                if chunk:
-                    answered = self._handle(chunk)
+            answered = await self._ask(line, command, settings.timeout)
             if not answered:
                 self.missed(self.station, self.ctx.clock(), "no_response")
             due += settings.poll_interval

@@ -15,7 +15,7 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["PtyPort"]
+__all__ = ["PtyDevice", "PtyPort"]
 
 
 class PtyPort:
@@ -103,3 +103,39 @@ class PtyPort:
         """The cable is back: a new pair, the same link path."""
         assert self._on_data is not None, "replug() after open()"
         self.open(self._on_data)
+
+
+class PtyDevice:
+    """A simulated UART device on a `PtyPort`: it answers what the host writes (`_on_data`)
+    and may talk by itself on its own schedule (`_talk`); the cable can be pulled and put back."""
+
+    def __init__(self, link: str | Path | None = None) -> None:
+        self.port = PtyPort(link)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.port.path
+
+    def _on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def _talk(self) -> None:
+        """The device's own messages (active or automatic mode); answering only by default."""
+
+    async def start(self) -> None:
+        self.port.open(self._on_data)
+        self._task = asyncio.create_task(self._talk())
+
+    def unplug(self) -> None:
+        self.port.unplug()
+
+    def replug(self) -> None:
+        self.port.replug()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.port.close()

@@ -7,18 +7,17 @@ reply frame with their data echoed) and, in active mode, sends a data frame ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from pathlib import Path
 
 from drivers.serial import sds011
 from simulators.serial.faults import Faults
-from simulators.serial.pty import PtyPort
+from simulators.serial.pty import PtyDevice
 
 __all__ = ["Sds011Sim"]
 
 
-class Sds011Sim:
+class Sds011Sim(PtyDevice):
     def __init__(
         self,
         link: str | Path | None = None,
@@ -28,7 +27,7 @@ class Sds011Sim:
         device_id: int = 0xA160,
         faults: Faults | None = None,
     ) -> None:
-        self.port = PtyPort(link)
+        super().__init__(link)
         self.query_mode = mode == "query"
         self.period = period
         self.device_id = device_id
@@ -37,12 +36,7 @@ class Sds011Sim:
         self.good_frames_sent = 0  # of those, unharmed
         self.commands = 0
         self._buffer = bytearray()
-        self._task: asyncio.Task[None] | None = None
         self._n = 0
-
-    @property
-    def path(self) -> str:
-        return self.port.path
 
     def reading(self) -> tuple[float, float]:
         n = self._n
@@ -88,25 +82,8 @@ class Sds011Sim:
         out = self.faults.apply(reply, corrupt_at=3)
         self.port.write(out)
 
-    async def _active(self) -> None:
+    async def _talk(self) -> None:
         while True:
             if not self.query_mode and self.port.plugged:
                 self._send_data()
             await asyncio.sleep(self.period)  # the sensor's own reporting period
-
-    async def start(self) -> None:
-        self.port.open(self._on_data)
-        self._task = asyncio.create_task(self._active())
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.port.close()

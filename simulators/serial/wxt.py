@@ -5,18 +5,17 @@ tests can exercise imperial units and `#` invalid markers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from pathlib import Path
 
 from drivers.serial import wxt
 from simulators.serial.faults import Faults
-from simulators.serial.pty import PtyPort
+from simulators.serial.pty import PtyDevice
 
 __all__ = ["WxtSim"]
 
 
-class WxtSim:
+class WxtSim(PtyDevice):
     def __init__(
         self,
         link: str | Path | None = None,
@@ -28,7 +27,7 @@ class WxtSim:
         invalid: frozenset[str] = frozenset(),
         faults: Faults | None = None,
     ) -> None:
-        self.port = PtyPort(link)
+        super().__init__(link)
         self.address = address
         self.automatic = mode == "automatic"
         self.period = period
@@ -38,12 +37,7 @@ class WxtSim:
         self.messages_sent = 0
         self.polls = 0
         self._buffer = bytearray()
-        self._task: asyncio.Task[None] | None = None
         self._n = 0
-
-    @property
-    def path(self) -> str:
-        return self.port.path
 
     def fields(self) -> list[tuple[str, float, str]]:
         """(code, value, unit) of the next composite message."""
@@ -110,25 +104,8 @@ class WxtSim:
                 self.polls += 1
                 self._send(use_crc=True)
 
-    async def _automatic(self) -> None:
+    async def _talk(self) -> None:
         while True:
             if self.automatic and self.port.plugged:
                 self._send()
             await asyncio.sleep(self.period)  # the station's own message interval
-
-    async def start(self) -> None:
-        self.port.open(self._on_data)
-        self._task = asyncio.create_task(self._automatic())
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.port.close()
