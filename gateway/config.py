@@ -47,6 +47,10 @@ class WindowsSection(_Section):
     # Open windows are written to the outbox database this often (seconds); a power cut loses
     # at most this much.
     checkpoint: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    # States are sent on change; a keyframe with the current state of every carried series goes
+    # out in the first batch after start and then this often (seconds), so a platform that
+    # joined late or lost a batch is whole again within one interval.
+    keyframe_interval: Annotated[float, msgspec.Meta(ge=60, le=86400)] = 3600.0
 
 
 class OutboxSection(_Section):

@@ -14,9 +14,15 @@ Tables
   above a cursor are held in memory until the gap below closes; after a crash those batches are
   sent again (at least once; the platform removes duplicates by batch id and window key).
 - `dead_letters`: batches an uplink's platform refused as malformed, kept for inspection.
-- `window_state`: the accumulator of every window not older than `max_lateness`: checkpoints of
-  open windows (a restart resumes them) and closed windows (a late reading merges into them and
-  becomes a revision). Which rows are open follows from `closed_before` in `meta`.
+- `open_log`: the checkpoint of open windows as an append-only log. Each checkpoint appends one
+  compressed row holding only the accumulators changed since the previous one, so a checkpoint
+  costs bytes in proportion to what changed; a restart replays the rows in order. A row is
+  deleted once every window it holds has closed (`max_start` below the close boundary).
+- `closed_windows`: one compressed row per window start with the aggregate and revision of every
+  series closed in it, kept for `max_lateness`: a late reading merges into it and becomes a
+  revision (gateway.revisions decides what is revised; this module only stores).
+- `carry`: the last reading of each counter and state series, one row per series, written only
+  when it changed: what the next window starts from, and the content of keyframes.
 
 All methods run on the outbox's own thread (the runtime's single-thread executor); none of them
 may be called from the event loop directly.
@@ -28,6 +34,7 @@ import os
 import secrets
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,23 +48,17 @@ from gateway.batch import (
     SCHEMA_VERSION,
     Batch,
     BatchDocument,
+    CarryEndRecord,
     EventRecord,
+    KeyframeRecord,
     WindowRecord,
     encode_document,
 )
 from gateway.errors import StorageError
 from gateway.model import Event
-from gateway.windows import (
-    GAUGE,
-    P_POINTS,
-    P_PRIOR,
-    STATE,
-    STATE_CARRY,
-    CloseResult,
-    finalize,
-    last_point,
-    merge,
-)
+from gateway.model import metric as catalog_metric
+from gateway.revisions import close_records
+from gateway.windows import CloseResult
 
 __all__ = ["Commit", "CommitReport", "Outbox", "OutboxStats", "Restored"]
 
@@ -90,26 +91,30 @@ CREATE TABLE IF NOT EXISTS evictions (
     records INTEGER NOT NULL,
     at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS window_state (
-    start INTEGER NOT NULL,
+-- rowid order is checkpoint order: appends touch only the last page of the tree
+CREATE TABLE IF NOT EXISTS open_log (id INTEGER PRIMARY KEY, max_start INTEGER NOT NULL, blob BLOB NOT NULL);
+-- keyed by window start: each close appends at the end of the tree
+CREATE TABLE IF NOT EXISTS closed_windows (start INTEGER PRIMARY KEY, blob BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS carry (
     device TEXT NOT NULL,
     metric TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    acc BLOB NOT NULL,
-    -- keyed by start first: each tick's rows append at the end of the tree, so a commit
-    -- rewrites few pages (series-first keys measured 12x the bytes per reading). Revisions
-    -- find a series' neighbouring windows by probing aligned starts with point lookups.
-    PRIMARY KEY (start, device, metric)
+    ts REAL NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (device, metric)
 ) WITHOUT ROWID;
 """
 
 # Dead letters kept at most (oldest deleted first): they are for inspection, not delivery.
 DEAD_LETTER_LIMIT = 1000
-# window_state rows past max_lateness are pruned at most this often (seconds).
+# closed_windows rows past max_lateness are pruned at most this often (seconds).
 PRUNE_INTERVAL = 60.0
 
 _acc_encoder = msgspec.msgpack.Encoder()
 _acc_decoder = msgspec.msgpack.Decoder()
+
+SeriesKey = tuple[str, str]
+# (key, ts, value) of a carried series; ts None: the series is no longer carried
+CarryChange = tuple[SeriesKey, "float | None", Any]
 
 
 @dataclass
@@ -119,8 +124,10 @@ class Commit:
     now: float
     close: CloseResult | None = None
     events: list[Event] = field(default_factory=list)
-    checkpoint: list[tuple[int, str, str, bytes]] | None = None  # (start, device, metric, acc)
-    carry: list[tuple[tuple[str, str], float, str]] | None = None
+    # open-window checkpoints, oldest first: (highest window start inside, compressed rows)
+    checkpoints: list[tuple[int, bytes]] = field(default_factory=list)
+    carry: list[CarryChange] = field(default_factory=list)
+    keyframe: list[KeyframeRecord] | None = None
     acks: dict[str, list[int]] = field(default_factory=dict)
     dead: list[tuple[str, int, str]] = field(default_factory=list)  # (uplink, seq, reason)
 
@@ -133,14 +140,14 @@ class Commit:
                     older.close.closed + self.close.closed,
                     older.close.late + self.close.late,
                     max(older.close.closed_before, self.close.closed_before),
+                    older.close.ended + self.close.ended,
+                    {**self.close.late_priors, **older.close.late_priors},
                 )
         self.events = older.events + self.events
-        if older.checkpoint:
-            newer = {(s, d, m) for s, d, m, _ in self.checkpoint or ()}
-            kept = [row for row in older.checkpoint if (row[0], row[1], row[2]) not in newer]
-            self.checkpoint = kept + (self.checkpoint or [])
-        if self.carry is None:
-            self.carry = older.carry
+        self.checkpoints = older.checkpoints + self.checkpoints
+        self.carry = older.carry + self.carry
+        if self.keyframe is None:
+            self.keyframe = older.keyframe
         for name, seqs in older.acks.items():
             self.acks.setdefault(name, []).extend(seqs)
         self.dead = older.dead + self.dead
@@ -150,10 +157,11 @@ class Commit:
         return bool(
             self.close is not None
             or self.events
-            or self.checkpoint
+            or self.checkpoints
+            or self.carry
+            or self.keyframe
             or self.acks
             or self.dead
-            or self.carry is not None
         )
 
 
@@ -173,7 +181,8 @@ class Restored:
     stream: str
     closed_before: int
     open_rows: list[tuple[int, tuple[str, str], list[Any]]]
-    carry: list[tuple[tuple[str, str], float, str]]
+    carry: list[tuple[tuple[str, str], float, Any]]
+    skipped_checkpoint_rows: int = 0
 
 
 @dataclass
@@ -188,6 +197,7 @@ class OutboxStats:
     records_written: int = 0
     revisions: int = 0
     batches_written: int = 0
+    checkpoint_rows_skipped: int = 0
 
 
 class Outbox:
@@ -256,15 +266,35 @@ class Outbox:
             self._acked_above[name] = set()
         self.stats.dead_letters = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         closed_before = int(meta.get("closed_before", str(-(2**62))))
-        open_rows = [
-            (start, (device, metric), _acc_decoder.decode(acc))
-            for start, device, metric, acc in db.execute(
-                "SELECT start, device, metric, acc FROM window_state WHERE start >= ?",
-                (closed_before,),
-            )
-        ]
-        carry = [((d, m), ts, s) for d, m, ts, s in msgspec.json.decode(meta.get("carry", "[]"))]
-        return Restored(self.stream, closed_before, open_rows, carry)
+        open_rows, skipped = self._replay_open_log(db, closed_before)
+        self.stats.checkpoint_rows_skipped = skipped
+        carry = []
+        for device, metric, ts, value in db.execute("SELECT device, metric, ts, value FROM carry"):
+            try:
+                carry.append(((device, metric), ts, _acc_decoder.decode(value)))
+            except msgspec.DecodeError:
+                skipped += 1
+        return Restored(self.stream, closed_before, open_rows, carry, skipped)
+
+    def _replay_open_log(
+        self, db: sqlite3.Connection, closed_before: int
+    ) -> tuple[list[tuple[int, tuple[str, str], list[Any]]], int]:
+        """Open accumulators from the checkpoint log: later rows hold newer versions. A row that
+        does not decode (torn write, bad sector) is counted and skipped with one log line: the
+        rows after it still hold every accumulator changed later."""
+        latest: dict[tuple[int, str, str], list[Any]] = {}
+        skipped = 0
+        for row_id, blob in db.execute("SELECT id, blob FROM open_log ORDER BY id"):
+            try:
+                entries = _acc_decoder.decode(zlib.decompress(blob))
+                for start, device, metric, acc in entries:
+                    if start >= closed_before:
+                        latest[(start, device, metric)] = acc
+            except (zlib.error, msgspec.DecodeError, TypeError, ValueError) as error:
+                skipped += 1
+                log.warning("checkpoint_row_skipped", row=row_id, reason=str(error),
+                            note="a corrupt open-window checkpoint row was skipped and counted")
+        return [(start, (device, metric), acc) for (start, device, metric), acc in latest.items()], skipped
 
     def close(self) -> None:
         if self._db is not None:
@@ -294,26 +324,30 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             self._apply_acks(db, commit, cursors, acked)
             records = self._window_records(db, commit, report)
-            if commit.checkpoint:
-                db.executemany(
-                    "INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, 0, ?)", commit.checkpoint
-                )
+            if commit.checkpoints:
+                db.executemany("INSERT INTO open_log (max_start, blob) VALUES (?, ?)", commit.checkpoints)
             if commit.close is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('closed_before', ?)",
                     (str(commit.close.closed_before),),
                 )
-            if commit.carry is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('carry', ?)",
-                    (msgspec.json.encode([[k[0], k[1], ts, s] for k, ts, s in commit.carry]),),
-                )
+                db.execute("DELETE FROM open_log WHERE max_start < ?", (commit.close.closed_before,))
+            if commit.carry:
+                self._write_carry(db, commit.carry)
             written_bytes = 0
-            for start in range(0, len(records), self.batch_max_records):
-                chunk = records[start : start + self.batch_max_records]
-                written_bytes += self._insert_batch(db, next_seq, "windows", chunk, [], commit.now)
-                next_seq += 1
-                report.batches += 1
+            ended = _carry_ends(commit.close.ended) if commit.close is not None else []
+            closed_before = commit.close.closed_before if commit.close is not None else 0
+            keyframe = commit.keyframe or []
+            if records or keyframe or ended:
+                for start in range(0, max(1, len(records)), self.batch_max_records):
+                    chunk = records[start : start + self.batch_max_records]
+                    written_bytes += self._insert_batch(
+                        db, next_seq, "windows", chunk, [], commit.now, keyframe=keyframe, ended=ended,
+                        closed=closed_before,
+                    )
+                    keyframe, ended = [], []  # in the first batch of the commit only
+                    next_seq += 1
+                    report.batches += 1
             if commit.events:
                 events = [
                     EventRecord(
@@ -338,7 +372,7 @@ class Outbox:
                 horizon = commit.close.closed_before if commit.close else None
                 if horizon is not None:
                     db.execute(
-                        "DELETE FROM window_state WHERE start < ?",
+                        "DELETE FROM closed_windows WHERE start < ?",
                         (int(horizon - self.window - self.max_lateness - self.window),),
                     )
             db.execute("COMMIT")
@@ -367,113 +401,29 @@ class Outbox:
         return report
 
     def _window_records(self, db: sqlite3.Connection, commit: Commit, report: CommitReport) -> list[WindowRecord]:
-        close = commit.close
-        if close is None:
+        if commit.close is None:
             return []
-        window = self.window
-        records: list[WindowRecord] = []
-        state_rows: list[tuple[int, str, str, int, bytes]] = []
-        for start, (device, metric), acc in close.closed:
-            records.append(finalize(device, metric, start, window, acc))
-            if acc[-1]:  # changed since its last checkpoint: store the final state
-                state_rows.append((start, device, metric, 0, _acc_encoder.encode(acc)))
-        if state_rows:
-            db.executemany("INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)", state_rows)
-        for start, (device, metric), partial in close.late:
-            row = self._state_row(db, start, device, metric)
-            if row is None:
-                merged, revision = partial, 0
-                if partial[0] != GAUGE:
-                    merged[P_PRIOR] = self._previous_last(db, device, metric, start)
-            else:
-                stored = _acc_decoder.decode(row[1])
-                try:
-                    merged, revision = merge(stored, partial), row[0] + 1
-                except ValueError:
-                    continue
-                report.revisions += 1
-            records.append(finalize(device, metric, start, window, merged, revision))
-            self._store_state(db, start, device, metric, revision, merged)
-            if merged[0] != GAUGE:
-                self._revise_following(db, device, metric, start, merged, close.closed_before, records, report)
+        store = _ClosedWindows(db)
+        records, revisions = close_records(
+            commit.close, window=self.window, max_lateness=self.max_lateness, store=store
+        )
+        store.flush()
+        report.revisions += revisions
         report.records = len(records)
         return records
 
     @staticmethod
-    def _store_state(db: sqlite3.Connection, start: int, device: str, metric: str, revision: int, acc: list[Any]) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO window_state VALUES (?, ?, ?, ?, ?)",
-            (start, device, metric, revision, _acc_encoder.encode(acc)),
+    def _write_carry(db: sqlite3.Connection, changes: list[CarryChange]) -> None:
+        latest: dict[SeriesKey, tuple[float | None, Any]] = {}
+        for key, ts, value in changes:
+            latest[key] = (ts, value)
+        gone = [key for key, (ts, _) in latest.items() if ts is None]
+        if gone:
+            db.executemany("DELETE FROM carry WHERE device = ? AND metric = ?", gone)
+        db.executemany(
+            "INSERT OR REPLACE INTO carry VALUES (?, ?, ?, ?)",
+            [(key[0], key[1], ts, _acc_encoder.encode(value)) for key, (ts, value) in latest.items() if ts is not None],
         )
-
-    def _previous_last(self, db: sqlite3.Connection, device: str, metric: str, start: int) -> list[Any] | None:
-        """The newest reading before `start` of a counter or state series, from stored windows."""
-        horizon = start - self.max_lateness - 2 * self.window
-        probe = start - self.window
-        while probe >= horizon:
-            row = self._state_row(db, probe, device, metric)
-            if row is not None:
-                return last_point(_acc_decoder.decode(row[1]))
-            probe -= self.window
-        return None
-
-    @staticmethod
-    def _state_row(db: sqlite3.Connection, start: int, device: str, metric: str) -> Any:
-        return db.execute(
-            "SELECT revision, acc FROM window_state WHERE start=? AND device=? AND metric=?",
-            (start, device, metric),
-        ).fetchone()
-
-    def _next_state_row(self, db: sqlite3.Connection, device: str, metric: str, after: int, before: int) -> Any:
-        probe = after + self.window
-        while probe < before:
-            row = self._state_row(db, probe, device, metric)
-            if row is not None:
-                return (probe, row[0], row[1])
-            probe += self.window
-        return None
-
-    def _revise_following(
-        self,
-        db: sqlite3.Connection,
-        device: str,
-        metric: str,
-        start: int,
-        acc: list[Any],
-        closed_before: int,
-        records: list[WindowRecord],
-        report: CommitReport,
-    ) -> None:
-        """A late counter or state reading changes what the next closed window of the series
-        starts from (its counter delta, its time in the carried state): revise that window too,
-        and go on through windows that had no reading of their own (a state's quiet windows)."""
-        carried = last_point(acc)
-        is_state = acc[0] == STATE
-        while carried is not None:
-            row = self._next_state_row(db, device, metric, start, closed_before)
-            if is_state:
-                # closed windows that never heard of this state (it arrived late) spend their
-                # whole length in it: they get their first record now
-                gap_end = row[0] if row is not None else closed_before
-                for quiet in range(start + self.window, gap_end, self.window):
-                    if quiet + self.window - carried[0] > STATE_CARRY:
-                        break
-                    empty = [STATE, 0, [], carried, False]
-                    records.append(finalize(device, metric, quiet, self.window, empty))
-                    self._store_state(db, quiet, device, metric, 0, empty)
-            if row is None:
-                return
-            start, revision = row[0], row[1] + 1
-            following = _acc_decoder.decode(row[2])
-            prior = following[P_PRIOR]
-            if prior is not None and (prior[0], str(prior[1])) >= (carried[0], str(carried[1])):
-                return  # it already starts from this reading or a newer one
-            following[P_PRIOR] = carried
-            records.append(finalize(device, metric, start, self.window, following, revision))
-            self._store_state(db, start, device, metric, revision, following)
-            report.revisions += 1
-            if following[P_POINTS]:
-                return  # later windows start from this window's own readings, unchanged
 
     def _insert_batch(
         self,
@@ -483,6 +433,10 @@ class Outbox:
         windows: list[WindowRecord],
         events: list[EventRecord],
         now: float,
+        *,
+        keyframe: list[KeyframeRecord] | None = None,
+        ended: list[CarryEndRecord] | None = None,
+        closed: int = 0,
     ) -> int:
         document = BatchDocument(
             schema=SCHEMA_NAME,
@@ -494,11 +448,14 @@ class Outbox:
             created=round(now, 3),
             windows=windows,
             events=events,
+            keyframe=keyframe or [],
+            ended=ended or [],
+            closed=closed if kind == "windows" else 0,
         )
         payload = encode_document(document)
         db.execute(
             "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, kind, now, len(windows) or len(events), len(payload), payload),
+            (seq, kind, now, len(windows) + len(events) + len(keyframe or ()) + len(ended or ()), len(payload), payload),
         )
         return len(payload)
 
@@ -633,10 +590,59 @@ class Outbox:
         )]
 
 
-def encode_checkpoint(rows: list[tuple[int, tuple[str, str], list[Any]]]) -> list[tuple[int, str, str, bytes]]:
-    """Serialise open accumulators on the loop, so the thread writes a consistent snapshot."""
-    encode = _acc_encoder.encode
-    return [(start, key[0], key[1], encode(acc)) for start, key, acc in rows]
+def encode_checkpoint(rows: list[tuple[int, tuple[str, str], list[Any]]]) -> tuple[int, bytes] | None:
+    """Serialise changed open accumulators on the loop (a consistent snapshot) into one
+    compressed checkpoint row: (highest window start inside, blob)."""
+    if not rows:
+        return None
+    entries = [(start, key[0], key[1], acc) for start, key, acc in rows]
+    return max(start for start, _, _ in rows), zlib.compress(_acc_encoder.encode(entries), 6)
+
+
+def _carry_ends(ended: list[Any]) -> list[CarryEndRecord]:
+    return [
+        CarryEndRecord(device=key[0], metric=key[1], unit=catalog_metric(key[1]).unit, since=ts, state=value, start=start)
+        for key, ts, value, start in ended
+    ]
+
+
+class _ClosedWindows:
+    """`gateway.revisions.WindowStore` on the closed_windows table, for one transaction: a row
+    (one window start, every series closed in it) is read once, changed in memory and written
+    back once when the commit flushes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._rows: dict[int, dict[SeriesKey, tuple[int, list[Any]]]] = {}
+        self._changed: set[int] = set()
+
+    def _row(self, start: int) -> dict[SeriesKey, tuple[int, list[Any]]]:
+        row = self._rows.get(start)
+        if row is None:
+            row = {}
+            found = self._db.execute("SELECT blob FROM closed_windows WHERE start = ?", (start,)).fetchone()
+            if found is not None:
+                try:
+                    for device, metric, revision, acc in _acc_decoder.decode(zlib.decompress(found[0])):
+                        row[(device, metric)] = (revision, acc)
+                except (zlib.error, msgspec.DecodeError, TypeError, ValueError) as error:
+                    log.warning("closed_window_row_unreadable", start=start, reason=str(error))
+            self._rows[start] = row
+        return row
+
+    def get(self, start: int, key: SeriesKey) -> tuple[int, list[Any]] | None:
+        return self._row(start).get(key)
+
+    def put(self, start: int, key: SeriesKey, revision: int, acc: list[Any]) -> None:
+        self._row(start)[key] = (revision, acc)
+        self._changed.add(start)
+
+    def flush(self) -> None:
+        rows = []
+        for start in sorted(self._changed):
+            entries = [(k[0], k[1], rev, acc) for k, (rev, acc) in self._rows[start].items()]
+            rows.append((start, zlib.compress(_acc_encoder.encode(entries), 6)))
+        self._db.executemany("INSERT OR REPLACE INTO closed_windows VALUES (?, ?)", rows)
 
 
 def _storage_reason(error: sqlite3.Error, path: Path) -> str:

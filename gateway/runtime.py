@@ -24,16 +24,16 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.backoff import Backoff
+from gateway.batch import KeyframeRecord
 from gateway.config import Config
 from gateway.driver import Driver, DriverContext
 from gateway.errors import StorageError
-from gateway.model import Event
+from gateway.model import Event, metric
 from gateway.outbox import Commit, Outbox, encode_checkpoint
 from gateway.registry import driver_module, uplink_module
 from gateway.systemd import Notifier
@@ -162,6 +162,7 @@ class Gateway:
         self.last_tick = 0.0
         self._persisted_boundary = -(2**62)  # the close boundary the outbox last committed
         self._tick_clocks: tuple[float, float] | None = None  # (wall, monotonic) at the last tick
+        self._next_keyframe = 0.0  # monotonic time of the next keyframe: the first tick sends one
         self.health: Any = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -228,9 +229,22 @@ class Gateway:
                 commit.acks[runner.name] = acks
             commit.dead.extend(dead)
         if checkpoint or flush:
-            commit.checkpoint = encode_checkpoint(self.aggregator.dirty_open())
-            commit.carry = self.aggregator.carried_states()
+            row = encode_checkpoint(self.aggregator.dirty_open())
+            if row is not None:
+                commit.checkpoints.append(row)
+        if close:
+            # carried values change only when windows close: stored in the same transaction
+            commit.carry = self.aggregator.carry_changes()
+            if mono >= self._next_keyframe:
+                self._next_keyframe = mono + self.config.windows.keyframe_interval
+                commit.keyframe = self._keyframe()
         await self._commit(commit)
+
+    def _keyframe(self) -> list[KeyframeRecord]:
+        return [
+            KeyframeRecord(device=key[0], metric=key[1], unit=metric(key[1]).unit, since=ts, state=state)
+            for key, ts, state in self.aggregator.carried_states()
+        ]
 
     async def _commit(self, commit: Commit) -> None:
         if self._pending is not None:
@@ -377,9 +391,9 @@ class Gateway:
     def summary(self) -> Summary:
         outputs = []
         for r in self.runners:
-            directory = getattr(r.uplink, "directory", None)
-            if directory is not None:
-                outputs.append(f"{r.name}: {Path(directory)}/batches.jsonl")
+            current = getattr(r.uplink, "current", None)
+            if current is not None:
+                outputs.append(f"{r.name}: {current}")
         return Summary(
             readings=sum(s.ctx.readings for s in self.supervisors),
             windows_closed=self.aggregator.stats.closed,

@@ -17,11 +17,14 @@ Gauges fold each reading in as it comes (order cannot change count/min/max/sum, 
 the value with the greatest event time, ties broken by the value's text). Counters and states keep their points and are resolved
 when the window is finalised, so any arrival order gives the same record. A state series carries
 its last state into the next window (`prior`): the seconds before the window's first reading
-count for that state, and a window with no reading still reports the whole window in it, for up
-to `STATE_CARRY` seconds after the last reading (a connector reports its status only on change).
-A counter carries its last value the same way, so a window's delta includes the step from the
-previous reading (one meter reading per window still gives the energy of each window).
-A late reading revises its own window only; what was carried into later windows is not revised.
+count for that state. A window with no reading of a state series gets no record at all (batch
+v2 reports states on change): the platform carries the last state through quiet windows, for up
+to `STATE_CARRY` seconds after the last reading, and the aggregator hands over one explicit
+end-of-carry entry when that limit passes (a connector reports its status only on change). A
+counter carries its last value the same way, so a window's delta includes the step from the
+previous reading (one meter reading per window still gives the energy of each window). Closing
+therefore walks only the windows that hold readings, never every carried series per window.
+Revisions of later windows after a late reading are `gateway.revisions`' job.
 
 `dirty` marks accumulators changed since the last checkpoint, so a checkpoint writes only what
 changed: the SD card sees bytes proportional to readings, not to open series.
@@ -41,11 +44,20 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "STATE_CARRY",
     "Aggregator",
+    "CarryEnd",
     "CloseResult",
+    "SeriesKey",
     "WindowStats",
     "finalize",
+    "is_gauge",
+    "is_state",
     "last_point",
     "merge",
+    "points_of",
+    "prior_of",
+    "quiet_state",
+    "reading_count",
+    "set_prior",
 ]
 
 GAUGE: Final = 0
@@ -66,6 +78,9 @@ STATE_CARRY: Final = 86400.0
 SeriesKey = tuple[str, str]
 # (window start, (device, metric), accumulator)
 Closed = tuple[int, SeriesKey, list[Any]]
+# A carried state that reached STATE_CARRY: (series, ts of its last reading, that state, start of
+# the first window it no longer covers).
+CarryEnd = tuple[SeriesKey, float, Any, int]
 
 
 class WindowStats:
@@ -83,15 +98,26 @@ class WindowStats:
 class CloseResult:
     """What one close step hands to the outbox: accumulators detached from the aggregator."""
 
-    __slots__ = ("closed", "closed_before", "late")
+    __slots__ = ("closed", "closed_before", "ended", "late", "late_priors")
 
-    def __init__(self, closed: list[Closed], late: list[Closed], closed_before: int) -> None:
+    def __init__(
+        self,
+        closed: list[Closed],
+        late: list[Closed],
+        closed_before: int,
+        ended: list[CarryEnd] | None = None,
+        late_priors: dict[SeriesKey, list[Any] | None] | None = None,
+    ) -> None:
         self.closed = closed
         self.late = late
         self.closed_before = closed_before
+        self.ended = ended if ended is not None else []
+        # what was carried for each late counter/state series before its late readings: the
+        # reading before a late window when the store no longer holds one (a long-stable state)
+        self.late_priors = late_priors if late_priors is not None else {}
 
     def __bool__(self) -> bool:
-        return bool(self.closed or self.late)
+        return bool(self.closed or self.late or self.ended)
 
 
 _KIND_OF: Final[dict[str, int]] = {name: int(m.kind) for name, m in CATALOG.items()}
@@ -127,8 +153,10 @@ class Aggregator:
         # not reopen windows; their readings become revisions).
         self._closed_before = -(2**62)
         self._now = 0.0
-        # state series -> (ts, state) of the last reading of a closed window
-        self._carry: dict[SeriesKey, tuple[float, str]] = {}
+        # counter/state series -> (ts, value) of the last reading of a closed window
+        self._carry: dict[SeriesKey, tuple[float, Any]] = {}
+        # carried series changed (or gone) since the last checkpoint: the outbox writes only these
+        self._carry_changed: set[SeriesKey] = set()
         if now is not None:
             self.advance(now)
 
@@ -269,63 +297,59 @@ class Aggregator:
         return self._take(previous)
 
     def _take(self, previous: int) -> CloseResult:
-        """Close windows below the boundary in time order, so each state carries into the
-        next window, including windows in which nothing at all arrived."""
+        """Close the open windows below the boundary in time order, so each counter and state
+        carries into its next window with readings. Quiet windows cost nothing here."""
         boundary = self._closed_before
-        window = self.window
+        carry = self._carry
+        changed = self._carry_changed
         # late readings first: a late counter or state reading newer than the carried one is
-        # what the windows closing now start from (the outbox revises closed ones after it)
+        # what the windows closing now start from (gateway.revisions revises closed ones)
         late: list[Closed] = []
+        late_priors: dict[SeriesKey, list[Any] | None] = {}
         for late_start in sorted(self._late):
             for key, acc in self._late[late_start].items():
                 late.append((late_start, key, acc))
                 if acc[0] != GAUGE:
                     newest = max(acc[P_POINTS], key=_point_order)
-                    carried = self._carry.get(key)
+                    carried = carry.get(key)
+                    if key not in late_priors:
+                        late_priors[key] = list(carried) if carried is not None else None
                     if carried is None or _point_order(newest) > (carried[0], str(carried[1])):
-                        self._carry[key] = (newest[0], newest[1])
+                        carry[key] = (newest[0], newest[1])
+                        changed.add(key)
         self._late = {}
-        opens = sorted(s for s in self._open if s < boundary)
-        start = opens[0] if opens else boundary
-        if self._carry and boundary > previous:
-            # bounded after a clock jump: a carried state expires after STATE_CARRY anyway
-            start = min(start, max(previous, boundary - int(STATE_CARRY // window + 1) * window))
         closed: list[Closed] = []
-        next_open = 0
-        while start < boundary:
-            bucket = self._open.pop(start, None)
-            if bucket is not None or self._carry:
-                closed.extend(self._with_carry(start, bucket or {}))
-                start += window
-                continue
-            # nothing open here and no state to carry: jump to the next open window
-            while next_open < len(opens) and opens[next_open] <= start:
-                next_open += 1
-            start = opens[next_open] if next_open < len(opens) else boundary
-        # forget carried states too old to report
-        horizon = boundary - STATE_CARRY
-        if self._carry and closed:
-            self._carry = {k: v for k, v in self._carry.items() if v[0] >= horizon}
+        for start in sorted(s for s in self._open if s < boundary):
+            for key, acc in self._open.pop(start).items():
+                if acc[0] != GAUGE:
+                    prior = carry.get(key)
+                    if prior is not None and prior[0] < start:
+                        acc[P_PRIOR] = [prior[0], prior[1]]
+                        acc[P_DIRTY] = True  # the stored row must carry its prior for revisions
+                    last = max(acc[P_POINTS], key=_point_order)
+                    carry[key] = (last[0], last[1])
+                    changed.add(key)
+                closed.append((start, key, acc))
+        ended = self._expire_carry(boundary) if boundary > previous else []
         self.stats.closed += len(closed)
-        return CloseResult(closed, late, boundary)
+        return CloseResult(closed, late, boundary, ended, late_priors)
 
-    def _with_carry(self, start: int, bucket: dict[SeriesKey, list[Any]]) -> Iterable[Closed]:
-        carry = self._carry
-        end = start + self.window
-        for key, acc in bucket.items():
-            if acc[0] != GAUGE:
-                prior = carry.get(key)
-                if prior is not None and prior[0] < start:
-                    acc[P_PRIOR] = [prior[0], prior[1]]
-                    acc[P_DIRTY] = True  # the stored row must carry its prior for revisions
-                last = max(acc[P_POINTS], key=_point_order)
-                carry[key] = (last[0], last[1])
-            yield start, key, acc
-        # state series with no reading in this window still spend the window in their state
-        # (a counter without readings has no record: its increase shows in its next window)
-        for key, (ts, state) in list(carry.items()):
-            if key not in bucket and ts < start and end - ts <= STATE_CARRY and _KIND_OF.get(key[1]) == STATE:
-                yield start, key, [STATE, 0, [], [ts, state], True]
+    def _expire_carry(self, boundary: int) -> list[CarryEnd]:
+        """Forget carried values whose last reading is STATE_CARRY old. A state series gets one
+        end-of-carry entry naming the first window its state no longer covers: a window is
+        carried while its end is at most STATE_CARRY after the last reading."""
+        window = self.window
+        ended: list[CarryEnd] = []
+        for key, (ts, value) in list(self._carry.items()):
+            # first aligned start s with s + window > ts + STATE_CARRY
+            first_uncovered = (int((ts + STATE_CARRY - window) // window) + 1) * window
+            if first_uncovered >= boundary:
+                continue
+            del self._carry[key]
+            self._carry_changed.add(key)
+            if _KIND_OF.get(key[1]) == STATE:
+                ended.append((key, ts, value, first_uncovered))
+        return ended
 
     # -- checkpoint and restore -------------------------------------------------------------
 
@@ -341,7 +365,7 @@ class Aggregator:
         return out
 
     def restore(
-        self, closed_before: int, open_rows: Iterable[Closed], carry: Iterable[tuple[SeriesKey, float, str]] = ()
+        self, closed_before: int, open_rows: Iterable[Closed], carry: Iterable[tuple[SeriesKey, float, Any]] = ()
     ) -> int:
         """Resume after a restart from the checkpoint: open accumulators and the close boundary."""
         if closed_before > self._closed_before:
@@ -351,12 +375,25 @@ class Aggregator:
             acc[G_DIRTY if acc[0] == GAUGE else P_DIRTY] = False
             self._open.setdefault(start, {})[key] = acc
             n += 1
-        for key, ts, state in carry:
-            self._carry[key] = (ts, state)
+        for key, ts, value in carry:
+            self._carry[key] = (ts, value)
         return n
 
     def carried_states(self) -> list[tuple[SeriesKey, float, Any]]:
-        return [(key, ts, state) for key, (ts, state) in self._carry.items()]
+        """Every carried state series with its last reading: the content of a keyframe."""
+        return [
+            (key, ts, value) for key, (ts, value) in self._carry.items() if _KIND_OF.get(key[1]) == STATE
+        ]
+
+    def carry_changes(self) -> list[tuple[SeriesKey, float | None, Any]]:
+        """Carried values changed since the last call, (key, None, None) for a forgotten one;
+        marks them written (for the checkpoint)."""
+        out: list[tuple[SeriesKey, float | None, Any]] = []
+        for key in self._carry_changed:
+            carried = self._carry.get(key)
+            out.append((key, carried[0], carried[1]) if carried is not None else (key, None, None))
+        self._carry_changed = set()
+        return out
 
     @property
     def open_series(self) -> int:
@@ -365,6 +402,38 @@ class Aggregator:
     @property
     def closed_before(self) -> int:
         return self._closed_before
+
+
+def is_gauge(acc: list[Any]) -> bool:
+    return bool(acc[0] == GAUGE)
+
+
+def is_state(acc: list[Any]) -> bool:
+    return bool(acc[0] == STATE)
+
+
+def reading_count(acc: list[Any]) -> int:
+    return int(acc[1])
+
+
+def points_of(acc: list[Any]) -> list[list[Any]]:
+    """A counter's or state's readings in the window, [[ts, value], ...] in arrival order."""
+    return acc[P_POINTS]  # type: ignore[no-any-return]
+
+
+def prior_of(acc: list[Any]) -> list[Any] | None:
+    """The [ts, value] a counter or state window starts from: the series' reading before it."""
+    return acc[P_PRIOR]  # type: ignore[no-any-return]
+
+
+def set_prior(acc: list[Any], prior: list[Any] | None) -> None:
+    acc[P_PRIOR] = prior
+    acc[P_DIRTY] = True
+
+
+def quiet_state(prior: list[Any]) -> list[Any]:
+    """The accumulator of a state window without readings, spent wholly in `prior`'s state."""
+    return [STATE, 0, [], prior, False]
 
 
 def last_point(acc: list[Any]) -> list[Any] | None:

@@ -1,7 +1,9 @@
 """Uplink `file`: batches as JSON Lines in the state directory, rotated by size.
 
-The embedded default: it needs no server, so a gateway always has somewhere to put its output,
-and a field technician can read what would have been sent with `tail -f` or `jq`.
+The embedded default: it needs no server, so a gateway always has somewhere to put its output.
+By default the file is `batches.jsonl.gz`: each batch is appended as stored in the outbox, one
+gzip member holding one JSON line, so `zcat batches.jsonl.gz | jq` reads it (a gzip file may
+hold many members). With `gzip = false` it is plain `batches.jsonl`, for `tail -f`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Config(UplinkSettings):
     keep_files: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
     # fsync after each batch: off by default to spare the SD card (the outbox is the durable copy).
     fsync: bool = False
+    # Write batches gzip-compressed as stored (batches.jsonl.gz); false writes plain JSON Lines.
+    gzip: bool = True
 
 
 class FileUplink(Uplink[Config]):
@@ -38,7 +42,8 @@ class FileUplink(Uplink[Config]):
         super().__init__(config, ctx)
         directory = Path(config.directory)
         self.directory = directory if directory.is_absolute() else Path(ctx.state_dir) / directory
-        self.current = self.directory / "batches.jsonl"
+        self.suffix = ".jsonl.gz" if config.gzip else ".jsonl"
+        self.current = self.directory / f"batches{self.suffix}"
 
     async def start(self) -> None:
         try:
@@ -47,15 +52,18 @@ class FileUplink(Uplink[Config]):
             raise UplinkUnavailable(f"cannot create {self.directory}: {error}") from error
 
     async def send(self, batch: Batch) -> None:
-        await asyncio.to_thread(self._append, batch.payload)
+        payload = batch.payload if self.config.gzip else batch.json()
+        if not self.config.gzip and not payload.endswith(b"\n"):
+            payload += b"\n"  # one document per line
+        await asyncio.to_thread(self._append, payload)
 
     def _append(self, payload: bytes) -> None:
         try:
             size = self.current.stat().st_size if self.current.exists() else 0
-            if size and size + len(payload) + 1 > self.config.rotate_bytes:
+            if size and size + len(payload) > self.config.rotate_bytes:
                 self._rotate()
             with open(self.current, "ab") as out:
-                out.write(payload + b"\n")
+                out.write(payload)
                 if self.config.fsync:
                     out.flush()
                     os.fsync(out.fileno())
@@ -63,15 +71,16 @@ class FileUplink(Uplink[Config]):
             raise UplinkUnavailable(f"cannot write {self.current}: {error}") from error
 
     def _rotate(self) -> None:
+        suffix = self.suffix
         numbers = sorted(
-            int(p.stem.split("-")[1]) for p in self.directory.glob("batches-*.jsonl")
-            if p.stem.split("-")[1].isdigit()
+            int(number) for p in self.directory.glob(f"batches-*{suffix}")
+            if (number := p.name[len("batches-") : -len(suffix)]).isdigit()
         )
         next_number = (numbers[-1] + 1) if numbers else 1
-        self.current.rename(self.directory / f"batches-{next_number}.jsonl")
+        self.current.rename(self.directory / f"batches-{next_number}{suffix}")
         numbers.append(next_number)
         for old in numbers[: max(0, len(numbers) - self.config.keep_files)]:
-            (self.directory / f"batches-{old}.jsonl").unlink(missing_ok=True)
+            (self.directory / f"batches-{old}{suffix}").unlink(missing_ok=True)
 
 
 def load_uplink() -> type[FileUplink]:

@@ -57,9 +57,10 @@ class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
     # Seconds between keepalive pings; the broker declares the gateway offline (last will)
     # after 1.5 times this without traffic.
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
-    # Compress batch and event payloads with gzip (announced in the MQTT 5 content type; under
-    # 3.1.1 the gzip magic bytes 1f 8b announce it: a JSON document never starts with them).
-    gzip: bool = False
+    # Send batch and event payloads gzip-compressed, as the outbox stores them (announced in the
+    # MQTT 5 content type application/json+gzip; under 3.1.1 the gzip magic bytes 1f 8b announce
+    # it: a JSON document never starts with them). false sends plain JSON.
+    gzip: bool = True
     # MQTT 5 only: treat a PUBACK saying "no matching subscribers" (0x10) as not delivered, so
     # a batch stays in the outbox until the platform's receiver is subscribed (the broker keeps
     # nothing for absent clean-session subscribers).

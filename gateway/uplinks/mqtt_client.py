@@ -15,10 +15,10 @@ removes the duplicates by batch id.
 
 Payloads (the platform side must know this):
 - `<prefix>/<gateway>/batch` and `<prefix>/<gateway>/event`, QoS 1, not retained, one
-  schema/batch-v1.json document each (events batches go to `event`).
-- MQTT 5: content type `application/json` (payload format indicator 1, UTF-8), or
-  `application/json+gzip` when gzip is on. Nothing else rides in properties: seq, stream and
-  batch id are in the document.
+  schema/batch-v2.json document each (events batches go to `event`).
+- MQTT 5: content type `application/json+gzip` (the default: the outbox stores payloads gzipped
+  and they are sent as stored), or `application/json` (payload format indicator 1, UTF-8) when
+  gzip is off. Nothing else rides in properties: seq, stream and batch id are in the document.
 - MQTT 3.1.1 has no properties: a gzip payload is recognised by its magic bytes `1f 8b`, which no
   JSON document can start with.
 - `<prefix>/<gateway>/status`, QoS 1, retained: `{"gateway", "state": "online"|"offline",
@@ -28,7 +28,6 @@ Payloads (the platform side must know this):
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import ssl
 import time
@@ -168,10 +167,8 @@ class MqttUplink(Uplink[Config]):
                 if not self._connected:
                     await self._connect()
         topic = self.topic_event if batch.kind == "events" else self.topic_batch
-        payload = batch.payload
-        if self.config.gzip:
-            # zlib releases the GIL: compressing a large batch in a worker keeps the loop free.
-            payload = await asyncio.to_thread(gzip.compress, payload, 6, mtime=0)
+        # stored gzipped (gateway.batch.ENCODING): sent as stored unless the platform wants JSON
+        payload = batch.payload if self.config.gzip else batch.json()
         properties = self._publish_properties
         await self._publish(topic, payload, properties=properties, ack_wait=self.config.ack_timeout,
                             need_subscriber=self.config.require_subscriber)

@@ -21,29 +21,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from gateway.batch import BatchDecodeError, decode_document
 from simulators.platform.ledger import Ledger
 
 __all__ = ["BatchBooks", "FileTail", "build_report", "parse_metrics", "render_report"]
-
-
-class _Record(msgspec.Struct):
-    start: int
-    window: int
-    revision: int = 0
-
-
-class _Doc(msgspec.Struct):
-    batch_id: str
-    windows: list[_Record] = msgspec.field(default_factory=list)
-
-
-_doc_decoder = msgspec.json.Decoder(_Doc)
 
 
 class BatchBooks:
@@ -66,8 +52,8 @@ class BatchBooks:
 
     def note_latency(self, payload: bytes, arrival: float) -> None:
         try:
-            doc = _doc_decoder.decode(payload)
-        except msgspec.DecodeError:
+            doc = decode_document(bytes(payload))
+        except BatchDecodeError:
             return
         with self._lock:
             if doc.batch_id in self._seen:
@@ -85,13 +71,15 @@ class BatchBooks:
 
 
 class FileTail:
-    """Reads the file uplink's JSON Lines as they grow (rotation-aware), into BatchBooks."""
+    """Reads the file uplink's batches as they grow (rotation-aware), into BatchBooks. The file
+    is a sequence of gzip members, one JSON line each (`batches.jsonl.gz`), or plain JSON Lines."""
 
     def __init__(self, directory: Path, books: BatchBooks) -> None:
         self.directory = directory
         self.books = books
         self._offsets: dict[str, int] = {}
         self._partial: dict[str, bytes] = {}
+        self._inflaters: dict[str, Any] = {}
 
     def poll(self) -> int:
         """Read what is new; returns batches taken."""
@@ -99,9 +87,12 @@ class FileTail:
         now = time.time()
         if not self.directory.is_dir():
             return 0
-        # rotated files are renamed from batches.jsonl: read them by inode so nothing is read twice
-        files = sorted(self.directory.glob("batches-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
-        files.append(self.directory / "batches.jsonl")
+        # rotated files are renamed from batches.jsonl[.gz]: read them by inode so nothing is read twice
+        files: list[Path] = []
+        for suffix in (".jsonl.gz", ".jsonl"):
+            rotated = [(p.name[len("batches-"):-len(suffix)], p) for p in self.directory.glob(f"batches-*{suffix}")]
+            files += [p for n, p in sorted((int(n), p) for n, p in rotated if n.isdigit())]
+            files.append(self.directory / f"batches{suffix}")
         for path in files:
             try:
                 stat = path.stat()
@@ -113,9 +104,11 @@ class FileTail:
                 continue
             with open(path, "rb") as source:
                 source.seek(offset)
-                data = self._partial.pop(key, b"") + source.read()
+                data = source.read()
                 self._offsets[key] = source.tell()
-            lines = data.split(b"\n")
+            if path.name.endswith(".gz"):
+                data = self._inflate(key, data)
+            lines = (self._partial.pop(key, b"") + data).split(b"\n")
             if lines[-1]:
                 self._partial[key] = lines[-1]
             for line in lines[:-1]:
@@ -123,6 +116,21 @@ class FileTail:
                     self.books.take(line, now)
                     taken += 1
         return taken
+
+    def _inflate(self, key: str, data: bytes) -> bytes:
+        """Inflate what arrived of a sequence of gzip members; a member cut short waits in its
+        decompressor for the rest."""
+        out = []
+        while data:
+            inflater = self._inflaters.get(key)
+            if inflater is None:
+                inflater = self._inflaters[key] = zlib.decompressobj(wbits=31)
+            out.append(inflater.decompress(data))
+            if not inflater.eof:
+                break
+            data = inflater.unused_data
+            del self._inflaters[key]
+        return b"".join(out)
 
 
 def parse_metrics(text: str) -> dict[str, Any]:

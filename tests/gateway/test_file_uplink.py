@@ -1,13 +1,17 @@
-"""Uplink file: JSON Lines in the state directory, rotated by size, oldest files deleted."""
+"""Uplink file: JSON Lines (gzip members by default) in the state directory, rotated by size,
+oldest files deleted."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
 from pathlib import Path
 
 from gateway.batch import Batch
 from gateway.uplinks.base import UplinkContext
 from gateway.uplinks.file import Config, FileUplink
+from tests.support.batches import batch_lines
 
 
 def batch(seq: int, size: int = 1000) -> Batch:
@@ -16,7 +20,7 @@ def batch(seq: int, size: int = 1000) -> Batch:
 
 
 async def test_rotates_by_size_and_keeps_the_newest_files(tmp_path: Path) -> None:
-    config = Config(type="file", name="file", rotate_bytes=4096, keep_files=2)
+    config = Config(type="file", name="file", rotate_bytes=4096, keep_files=2, gzip=False)
     uplink = FileUplink(config, UplinkContext("file", gateway_id="g", state_dir=str(tmp_path)))
     await uplink.start()
     for seq in range(1, 21):  # ~1 KB each: four per file
@@ -30,3 +34,20 @@ async def test_rotates_by_size_and_keeps_the_newest_files(tmp_path: Path) -> Non
     assert current[-1] == 20
     kept = [json.loads(line)["seq"] for p in rotated for line in p.read_text().splitlines()]
     assert kept + current == list(range(21 - len(kept) - len(current), 21)), "newest kept, in order"
+
+
+async def test_gzip_file_holds_the_stored_payloads_and_inflates_to_json_lines(tmp_path: Path) -> None:
+    config = Config(type="file", name="file", rotate_bytes=4096, keep_files=2)
+    uplink = FileUplink(config, UplinkContext("file", gateway_id="g", state_dir=str(tmp_path)))
+    await uplink.start()
+    payloads = [gzip.compress(json.dumps({"seq": seq, "pad": random.randbytes(600).hex()}).encode() + b"\n")
+                for seq in range(1, 11)]
+    for seq, payload in enumerate(payloads, start=1):
+        await uplink.send(Batch(seq=seq, kind="windows", payload=payload, records=1))
+    directory = tmp_path / "batches"
+    rotated = sorted(directory.glob("batches-*.jsonl.gz"))
+    assert rotated and all(p.stat().st_size <= 4096 for p in directory.iterdir())
+    files = [*rotated, directory / "batches.jsonl.gz"]
+    assert b"".join(p.read_bytes() for p in files) == b"".join(payloads[-sum(len(batch_lines(p)) for p in files):])
+    seqs = [json.loads(line)["seq"] for p in files for line in batch_lines(p)]
+    assert seqs == list(range(11 - len(seqs), 11)) and seqs[-1] == 10

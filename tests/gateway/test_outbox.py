@@ -75,7 +75,7 @@ def test_cursors_survive_a_restart_and_unacked_batches_are_sent_again(tmp_path: 
 
 def test_full_outbox_evicts_oldest_batches_counts_them_and_moves_cursors(tmp_path: Path) -> None:
     ob = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
-    for i in range(40):
+    for i in range(200):  # ~500 compressed bytes a batch
         ob.commit(closed_windows(50, start=T0 + 60 * i))
     assert ob.stats.bytes <= 64 * 1024
     assert ob.stats.evicted_batches > 0
@@ -101,7 +101,9 @@ def test_checkpointed_open_windows_are_restored(tmp_path: Path) -> None:
     agg = Aggregator(window=60, grace=0, now=T0)
     agg.add(Reading("d", "temperature", 1.0, T0 + 1))
     agg.add(Reading("d", "temperature", 3.0, T0 + 2))
-    ob.commit(Commit(now=T0 + 5, close=agg.close_due(T0 + 5), checkpoint=encode_checkpoint(agg.dirty_open())))
+    row = encode_checkpoint(agg.dirty_open())
+    assert row is not None and row[0] == T0
+    ob.commit(Commit(now=T0 + 5, close=agg.close_due(T0 + 5), checkpoints=[row]))
     assert agg.dirty_open() == [], "a checkpoint marks accumulators clean"
     ob.close()
     restored = make(tmp_path).open()

@@ -9,12 +9,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from gateway.batch import BatchDocument, decode_document
+from tests.support.batches import read_batches
 from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,20 +79,33 @@ def start(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def delivered(state: Path) -> list[dict]:
-    path = state / "batches" / "batches.jsonl"
+def delivered(state: Path) -> list[BatchDocument]:
+    path = state / "batches" / "batches.jsonl.gz"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return read_batches(path)
+    except EOFError:  # the gateway is appending a member right now
+        return []
 
 
-def window_keys(batches: list[dict]) -> dict[tuple[str, str, int], int]:
+def window_keys(batches: list[BatchDocument]) -> dict[tuple[str, str, int], int]:
     """Latest count per window key across all delivered batches."""
     out: dict[tuple[str, str, int], int] = {}
     for batch in batches:
-        for w in batch["windows"]:
-            key = (w["device"], w["metric"], w["start"])
-            out[key] = max(out.get(key, 0), w["count"])
+        for w in batch.windows:
+            key = (w.device, w.metric, w.start)
+            out[key] = max(out.get(key, 0), w.count)
+    return out
+
+
+def open_checkpoint(db: sqlite3.Connection, closed_before: int) -> dict[tuple[str, str, int], int]:
+    """Reading count per open window in the checkpoint log (later rows hold newer versions)."""
+    out: dict[tuple[str, str, int], int] = {}
+    for (blob,) in db.execute("SELECT blob FROM open_log ORDER BY id"):
+        for start, device, metric, acc in msgspec.msgpack.decode(zlib.decompress(blob)):
+            if start >= closed_before:
+                out[(device, metric, start)] = acc[1]
     return out
 
 
@@ -112,14 +128,10 @@ def test_sigkill_mid_run_loses_no_closed_window_and_resumes_open_ones(tmp_path: 
     before = window_keys(delivered(state))
     db = sqlite3.connect(state / "outbox.sqlite")
     for (payload,) in db.execute("SELECT payload FROM batches"):
-        for key, count in window_keys([json.loads(payload)]).items():
+        for key, count in window_keys([decode_document(payload)]).items():
             before[key] = max(before.get(key, 0), count)
     closed_before = int(dict(db.execute("SELECT key, value FROM meta").fetchall())["closed_before"])
-    checkpointed = {
-        (device, metric, start): msgspec.msgpack.decode(acc)[1]
-        for start, device, metric, acc in db.execute(
-            "SELECT start, device, metric, acc FROM window_state WHERE start >= ?", (closed_before,))
-    }
+    checkpointed = open_checkpoint(db, closed_before)
     db.close()
     assert before, "the kill came after windows were closed"
     # restart with nothing more to replay, close everything, deliver
@@ -146,7 +158,7 @@ def test_sigterm_stops_cleanly_and_checkpoints_open_windows(tmp_path: Path) -> N
         json.dumps({"device": "test:d", "metric": "temperature", "value": 1.0, "ts": t0 + i}) + "\n"
         for i in range(3600)
     ))
-    # no periodic checkpoint: a row in window_state can only come from the shutdown
+    # no periodic checkpoint: a row in open_log can only come from the shutdown
     config = write_config(tmp_path, replay, window=3600, checkpoint=3600)
     proc = start(config)
     state = tmp_path / "state"
@@ -173,9 +185,11 @@ def test_sigterm_stops_cleanly_and_checkpoints_open_windows(tmp_path: Path) -> N
     assert time.monotonic() - started < 8.0, "shutdown_timeout bounds the stop"
     assert b"gateway stopped" in err
     db = sqlite3.connect(state / "outbox.sqlite")
-    rows = db.execute("SELECT COUNT(*) FROM window_state").fetchone()[0]
+    rows = db.execute("SELECT COUNT(*) FROM open_log").fetchone()[0]
+    checkpointed = open_checkpoint(db, -(2**62))
     db.close()
     assert rows == 1, "the open hour-long window was checkpointed on the way out"
+    assert {key[:2] for key in checkpointed} == {("test:d", "temperature")}
 
 
 def test_unwritable_state_dir_is_one_clear_message(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from gateway.health import fetch_status
 from gateway.outbox import Outbox
 from gateway.runtime import Gateway
 from gateway.systemd import Notifier
+from tests.support.batches import read_batches
 from tests.support.ports import free_port
 from tests.support.wait import async_wait_for
 
@@ -65,9 +66,9 @@ async def test_failing_driver_is_restarted_and_its_readings_reach_the_outbox(tmp
     gateway.request_stop()
     summary = await asyncio.wait_for(task, timeout=15)
     assert summary.readings == 5 and summary.windows_closed >= 1
-    lines = (tmp_path / "state" / "batches" / "batches.jsonl").read_text().splitlines()
-    assert any('"events":[{' in line and "sensor_alarm" in line for line in lines)
-    assert sum(line.count('"metric":"temperature"') for line in lines) >= 1
+    documents = read_batches(tmp_path / "state" / "batches" / "batches.jsonl.gz")
+    assert [e.name for d in documents for e in d.events] == ["sensor_alarm"]
+    assert sum(r.count for d in documents for r in d.windows if r.metric == "temperature") == 5
 
 
 async def test_metrics_endpoint_and_status_command(tmp_path: Path, flaky: None, capsys: pytest.CaptureFixture[str]) -> None:

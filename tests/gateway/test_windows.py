@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.batch import WindowRecord
+from gateway.batch import WindowRecord, decode_document
 from gateway.model import Reading
 from gateway.outbox import Commit, Outbox
-from gateway.windows import FUTURE_TOLERANCE, Aggregator, finalize
+from gateway.windows import FUTURE_TOLERANCE, STATE_CARRY, Aggregator, finalize
+from simulators.platform.ledger import Ledger
 
 W = 60
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a multiple of 60
@@ -67,7 +68,7 @@ def test_counter_wrap_uses_the_declared_modulus(monkeypatch: pytest.MonkeyPatch)
     assert fields["delta"] == 10.0 and fields["resets"] == 1
 
 
-def test_state_durations_transitions_and_carry_into_quiet_windows() -> None:
+def test_state_durations_transitions_and_carry_on_change_only() -> None:
     agg = Aggregator(window=W, grace=0)
     dev = "ocpp:cp1/1"
     agg.add(Reading(dev, "connector_status", "Available", T0 + 0))
@@ -76,14 +77,40 @@ def test_state_durations_transitions_and_carry_into_quiet_windows() -> None:
     first = records(agg.close_due(T0 + W))[dev, "connector_status", T0]
     assert first.durations == {"Available": 20.0, "Charging": 30.0, "Faulted": 10.0}
     assert first.transitions == 2 and first.last == "Faulted"
-    # next two windows: no reading at all, the connector stays Faulted
-    quiet = records(agg.close_due(T0 + 3 * W))
-    for start in (T0 + W, T0 + 2 * W):
-        r = quiet[dev, "connector_status", start]
-        assert r.count == 0 and r.durations == {"Faulted": 60.0} and r.transitions == 0
+    # next two windows: no reading at all; the connector stays Faulted, which the platform
+    # carries: no record (states on change)
+    quiet = agg.close_due(T0 + 3 * W)
+    assert quiet.closed == [] and quiet.ended == []
+    assert agg.carried_states() == [((dev, "connector_status"), T0 + 50, "Faulted")]
     agg.add(Reading(dev, "connector_status", "Available", T0 + 3 * W + 15))
     r = records(agg.close_due(T0 + 4 * W))[dev, "connector_status", T0 + 3 * W]
     assert r.durations == {"Faulted": 15.0, "Available": 45.0} and r.transitions == 1
+
+
+def test_a_carried_state_ends_once_after_the_carry_limit() -> None:
+    agg = Aggregator(window=W, grace=0)
+    dev = "ocpp:cp1/1"
+    agg.add(Reading(dev, "connector_status", "Charging", T0 + 10))
+    agg.add(Reading(dev, "energy_active_import_register", 5.0, T0 + 10))
+    agg.close_due(T0 + W)
+    # the last window wholly covered ends at T0 + 10 + STATE_CARRY
+    assert agg.close_due(T0 + 10 + STATE_CARRY).ended == []
+    result = agg.close_due(T0 + 2 * W + STATE_CARRY)
+    assert result.ended == [((dev, "connector_status"), T0 + 10, "Charging", T0 + STATE_CARRY)]
+    assert agg.carried_states() == [] and agg.close_due(T0 + 9 * W + STATE_CARRY).ended == []
+    changes = {key: ts for key, ts, _ in agg.carry_changes()}
+    assert changes == {(dev, "connector_status"): None, (dev, "energy_active_import_register"): None}
+
+
+def test_a_day_of_downtime_costs_one_step_not_one_record_per_window() -> None:
+    """A restart after hours off (or a clock step) closes the gap in one step: no record for the
+    quiet windows of carried series, one end of carry each, bounded work."""
+    agg = Aggregator(window=W, grace=0)
+    for i in range(1000):
+        agg.add(Reading(f"ocpp:cp{i}/1", "connector_status", "Available", T0 + 1))
+    agg.close_due(T0 + W)
+    result = agg.close_due(T0 + 2 * 86400)
+    assert result.closed == [] and len(result.ended) == 1000
 
 
 def test_late_reading_is_a_partial_and_too_late_is_dropped() -> None:
@@ -143,9 +170,13 @@ STATES = ("connector_status",)
 DEVICES = ("a", "b", "c")
 
 
-def reference(readings: list[tuple[str, str, Any, float]], window: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """The plain, obviously-correct version: group, sort, compute. States carry across every
-    window from their first reading to the last window."""
+def reference(
+    readings: list[tuple[str, str, Any, float]], window: int, *, every_window: bool = False
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The plain, obviously-correct version: group, sort, compute. With `every_window`, states
+    carry across every window from their first reading to the last window (what batch v1 sent
+    and what the platform rebuilds from v2); without it, only windows with a reading have a
+    state record (what v2 sends)."""
     groups: dict[tuple[str, str, int], list[tuple[float, Any]]] = defaultdict(list)
     for device, metric, value, ts in readings:
         groups[device, metric, int(ts // window) * window].append((ts, value))
@@ -188,6 +219,8 @@ def reference(readings: list[tuple[str, str, Any, float]], window: int) -> dict[
                 end = start + window
                 before = [p for p in timeline if p[0] < start]
                 inside = [p for p in timeline if start <= p[0] < end]
+                if not inside and not every_window:
+                    continue
                 state = before[-1][1] if before else None
                 cursor, durations, transitions = float(start), defaultdict(float), 0
                 for ts, v in inside:
@@ -265,29 +298,34 @@ def test_any_order_and_any_split_gives_the_reference_windows(
         min_size=1, max_size=40,
     ),
     delays=st.lists(st.integers(0, 3 * W), min_size=40, max_size=40),
+    batch_records=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
 )
-def test_revisions_of_late_windows_merge_to_the_in_order_result(
-    tmp_path_factory: pytest.TempPathFactory, readings: list[tuple[str, str, Any, float]], delays: list[int]
+def test_platform_rebuilds_the_in_order_windows_from_v2_batches(
+    tmp_path_factory: pytest.TempPathFactory,
+    readings: list[tuple[str, str, Any, float]],
+    delays: list[int],
+    batch_records: int,
+    seed: int,
 ) -> None:
     """Readings arrive up to three windows late while windows close on the wall clock; the
-    latest revision of every window equals what in-order arrival would have produced,
-    including counter deltas and state durations that depend on the previous window."""
+    gateway's v2 batches (states on change, any batch split) reach the platform's ledger in any
+    order. The latest revision of every window equals what in-order arrival would have produced,
+    including counter deltas and state durations that depend on the previous window, and the
+    ledger's rebuilt state windows (quiet windows carried) equal the every-window reference."""
     path: Path = tmp_path_factory.mktemp("rev") / "outbox.sqlite"
     outbox = Outbox(path, gateway_id="g", uplinks=["u"], window=W, max_lateness=10 * W,
-                    max_bytes=1 << 30, batch_max_records=1000)
+                    max_bytes=1 << 30, batch_max_records=batch_records)
     outbox.open()
     agg = Aggregator(window=W, grace=5, max_lateness=10 * W)
     arrivals = sorted(((ts + delay, (d, m, v, ts)) for (d, m, v, ts), delay in zip(readings, delays, strict=False)),
                       key=lambda a: a[0])
-    latest: dict[tuple[str, str, int], WindowRecord] = {}
+    payloads: list[bytes] = []
 
     def commit(now: float, result: Any) -> None:
         outbox.commit(Commit(now=now, close=result))
         for batch in outbox.pending("u", set(), 10_000):
-            for record in batch.document().windows:
-                key = (record.device, record.metric, record.start)
-                if key not in latest or record.revision > latest[key].revision:
-                    latest[key] = record
+            payloads.append(batch.payload)
             outbox.commit(Commit(now=now, acks={"u": [batch.seq]}))
 
     for arrival, (d, m, v, ts) in arrivals:
@@ -295,9 +333,29 @@ def test_revisions_of_late_windows_merge_to_the_in_order_result(
         agg.add(Reading(d, m, v, ts))
     commit(T0 + 100 * W, agg.close_due(T0 + 100 * W))
     outbox.close()
-    want = reference([r for _, r in arrivals], W)
+
+    random.Random(seed).shuffle(payloads)
+    ledger = Ledger()
+    latest: dict[tuple[str, str, int], WindowRecord] = {}
+    for payload in payloads:
+        assert ledger.ingest(payload), ledger.invalid_samples
+        for record in decode_document(payload).windows:
+            key = (record.device, record.metric, record.start)
+            if key not in latest or record.revision > latest[key].revision:
+                latest[key] = record
+    in_order = [r for _, r in arrivals]
+    assert_matches(latest, reference(in_order, W))
+
+    want = reference(in_order, W, every_window=True)
     last_start = max(start for _, _, start in want)
-    # states go on being reported after the last reading: compare up to the reference's end
-    beyond = {k for k in latest if k[2] > last_start}
-    assert all(k[1] in STATES for k in beyond)
-    assert_matches({k: v for k, v in latest.items() if k not in beyond}, want)
+    for device in DEVICES:
+        for metric in STATES:
+            rebuilt = ledger.state_windows("g", device, metric, until=last_start + W)
+            expected = sorted((k[2], v) for k, v in want.items() if k[:2] == (device, metric))
+            assert [w.start for w in rebuilt] == [start for start, _ in expected]
+            for window, (_, fields) in zip(rebuilt, expected, strict=True):
+                assert (window.count, window.last, window.transitions) == (
+                    fields["count"], fields["last"], fields["transitions"]), (device, window, fields)
+                assert window.durations.keys() == fields["durations"].keys()
+                for state, seconds in fields["durations"].items():
+                    assert math.isclose(window.durations[state], seconds, abs_tol=1e-6)

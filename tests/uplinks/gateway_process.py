@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.batch import decode_document
 from gateway.health import fetch_status
 from tests.support.ports import free_port
 
@@ -18,14 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_replay(path: Path, devices: Iterable[str], steps: int, step_seconds: float,
-                 metrics: tuple[str, ...] = ("temperature", "humidity")) -> int:
-    """A JSON Lines recording; returns the number of readings in it."""
+                 metrics: tuple[str, ...] = ("temperature", "humidity"), noisy: bool = False) -> int:
+    """A JSON Lines recording; returns the number of readings in it. `noisy` values vary like
+    real sensors' (batches compress far less than the default's repeating pattern)."""
+    rng = random.Random(7)
     lines = []
     base = 1_700_000_000.0  # recorded time; replayed at the recorded pace with fresh timestamps
     for step in range(steps):
         for device in devices:
             for n, metric in enumerate(metrics):
                 value = 15.0 + (step % 17) * 0.25 + n * 40
+                if noisy:
+                    value = round(rng.uniform(-40.0, 60.0), 2)
                 lines.append(json.dumps({"device": device, "metric": metric, "value": value,
                                          "ts": base + step * step_seconds}))
     path.write_text("\n".join(lines) + "\n")
@@ -148,7 +154,7 @@ require_subscriber = true
         """(seq, batch_id) of every batch still in the outbox database (read from outside)."""
         with sqlite3.connect(f"file:{self.state_dir / 'outbox.sqlite'}?mode=ro", uri=True) as db:
             rows = db.execute("SELECT seq, payload FROM batches ORDER BY seq").fetchall()
-        return [(seq, json.loads(payload)["batch_id"]) for seq, payload in rows]
+        return [(seq, decode_document(payload).batch_id) for seq, payload in rows]
 
     def evicted_seqs(self) -> set[int]:
         with sqlite3.connect(f"file:{self.state_dir / 'outbox.sqlite'}?mode=ro", uri=True) as db:

@@ -125,8 +125,9 @@ def test_sigkill_while_forwarding_loses_nothing_closed(tmp_path: Path, broker: B
 
 def test_full_outbox_evicts_oldest_and_receiver_names_them(tmp_path: Path, broker: Broker,
                                                            receiver: PlatformReceiver) -> None:
-    # 40 devices x 2 metrics = 80 window records a second, ~15 kB/s against a 64 KiB outbox.
-    write_replay(tmp_path / "readings.jsonl", _devices(40), steps=70, step_seconds=0.1)
+    # 300 devices x 2 metrics = 600 window records a second of noisy values, ~4 kB/s
+    # compressed, against a 64 KiB outbox.
+    write_replay(tmp_path / "readings.jsonl", _devices(300), steps=250, step_seconds=0.1, noisy=True)
     gateway = GatewayProcess(tmp_path, gateway_id="gw-evict", replay=tmp_path / "readings.jsonl",
                              broker_port=broker.port, max_bytes=64 * 1024, batch_max_records=20)
     gateway.start()
@@ -139,7 +140,7 @@ def test_full_outbox_evicts_oldest_and_receiver_names_them(tmp_path: Path, broke
         broker.restart()
         # Drained: the recording is over, every window closed and the outbox empty.
         wait_for(lambda: gateway.alive() and gateway.metric("open_series") == 0
-                 and gateway.metric("readings", driver="replay") == 70 * 80
+                 and gateway.metric("readings", driver="replay") == 250 * 600
                  and gateway.metric("outbox_batches") == 0, timeout=30, what="outbox drained")
         evicted_in_metrics = gateway.metric("outbox_evicted_batches")
         assert gateway.terminate() == 0

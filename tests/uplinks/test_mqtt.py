@@ -82,7 +82,7 @@ async def test_plain_broker_batches_events_and_status(mosquitto: Broker, tmp_pat
         r.count for b in batches for r in decode_document(b.payload).windows)
     batch_topic, event_topic = f"edge/{GATEWAY}/batch", f"edge/{GATEWAY}/event"
     wait_for(lambda: len(tap.on(batch_topic)) == 20 and len(tap.on(event_topic)) == 1)
-    assert {m[2] for m in tap.on(batch_topic)} == {"application/json"}
+    assert {m[2] for m in tap.on(batch_topic)} == {"application/json+gzip"}  # gzip by default
     assert sorted(decode_document(m[1]).seq for m in tap.on(batch_topic)) == list(range(1, 21))
     wait_for(lambda: status_states(tap) == ["online", "offline"], what="online then offline")
     assert all(m[3] is False for m in tap.on(f"edge/{GATEWAY}/status"))  # live, not replayed
@@ -97,11 +97,11 @@ async def test_plain_broker_batches_events_and_status(mosquitto: Broker, tmp_pat
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-async def test_gzip_payloads(mosquitto: Broker, tmp_path: Path, protocol: str) -> None:
+async def test_plain_json_payloads_when_gzip_is_off(mosquitto: Broker, tmp_path: Path, protocol: str) -> None:
     tap = Tap(mosquitto, f"city/{GATEWAY}/batch")
     receiver = PlatformReceiver(mosquitto.host, mosquitto.port, prefix="city")
     await receiver.start()
-    uplink = MqttUplink(Config(host=mosquitto.host, port=mosquitto.port, gzip=True,
+    uplink = MqttUplink(Config(host=mosquitto.host, port=mosquitto.port, gzip=False,
                                protocol=protocol, topic_prefix="city"), uplink_context(tmp_path, "mqtt"))
     batch = make_batch(1)
     try:
@@ -113,9 +113,9 @@ async def test_gzip_payloads(mosquitto: Broker, tmp_path: Path, protocol: str) -
     assert receiver.report()["invalid"]["count"] == 0
     wait_for(lambda: tap.messages)
     _, payload, content_type, _ = tap.messages[0]
-    assert payload[:2] == b"\x1f\x8b" and gzip.decompress(payload) == batch.payload
-    # MQTT 5 announces gzip in the content type; 3.1.1 has only the magic bytes.
-    assert content_type == ("application/json+gzip" if protocol == "5" else None)
+    # gzip = false: the stored gzip payload goes out inflated, announced as plain JSON
+    assert batch.payload[:2] == b"\x1f\x8b" and payload == gzip.decompress(batch.payload)
+    assert content_type == ("application/json" if protocol == "5" else None)
     tap.close()
 
 

@@ -19,11 +19,14 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.batch import (
+    ROW_FIELDS,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     BatchDocument,
     EventRecord,
+    KeyframeRecord,
     WindowRecord,
+    decode_document,
     encode_document,
 )
 from simulators.platform import Ledger, PlatformReceiver
@@ -32,69 +35,111 @@ from tests.support.mosquitto import Broker
 from tests.support.wait import async_wait_for, wait_for
 from tests.uplinks.conftest import GATEWAY, make_batch
 
-VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+VALIDATOR = jsonschema.Draft202012Validator(load_schema(2))
 
 
 # ------------------------------------------------------------------ schema == gateway/batch.py
 
-def test_schema_names_exactly_the_struct_fields() -> None:
-    schema = load_schema()
-    for struct, properties, required in (
-        (BatchDocument, schema["properties"], schema["required"]),
-        (WindowRecord, schema["$defs"]["window"]["properties"], schema["$defs"]["window"]["required"]),
-        (EventRecord, schema["$defs"]["event"]["properties"], schema["$defs"]["event"]["required"]),
-    ):
-        fields = msgspec.structs.fields(struct)
-        assert set(properties) == {f.name for f in fields}, struct.__name__
-        assert set(required) == {f.name for f in fields if f.required}, struct.__name__
+def test_schema_names_exactly_what_the_encoder_writes() -> None:
+    schema = load_schema(2)
+    assert set(schema["properties"]) == {
+        "schema", "version", "gateway", "stream", "seq", "batch_id", "created", "closed", "window",
+        "series", "windows", "keyframe", "ended", "events"}
+    assert set(schema["required"]) == {"schema", "version", "gateway", "stream", "seq", "batch_id", "created"}
+    event = schema["$defs"]["event"]
+    fields = msgspec.structs.fields(EventRecord)
+    assert set(event["properties"]) == {f.name for f in fields}
+    assert set(event["required"]) == {f.name for f in fields if f.required}
+    rows = schema["properties"]["windows"]
+    longest = 4 + max(len(names) for names in ROW_FIELDS.values())
+    assert (rows["items"]["minItems"], rows["items"]["maxItems"]) == (5, longest)
+    for kind, names in ROW_FIELDS.items():
+        assert f"{kind}: [{', '.join(names)}" in rows["description"]
     assert schema["properties"]["schema"]["const"] == SCHEMA_NAME
-    assert schema["properties"]["version"]["const"] == SCHEMA_VERSION
+    assert schema["properties"]["version"]["const"] == SCHEMA_VERSION == 2
 
 
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# values as devices send them (at most 9 significant digits): they survive the wire exactly
+_value = st.integers(-10**8, 10**8).map(lambda v: v / 100)
 _text = st.text(min_size=1, max_size=12)
-_windows = st.builds(
-    WindowRecord,
-    device=_text, metric=st.from_regex(r"\A[a-z][a-z0-9_]{0,20}\Z"), unit=st.text(max_size=5),
-    kind=st.sampled_from(["gauge", "counter", "state"]), start=st.integers(0, 2**40),
-    window=st.integers(1, 86400), count=st.integers(0, 10**6), revision=st.integers(0, 50),
-    min=st.none() | _finite, max=st.none() | _finite, mean=st.none() | _finite,
-    last=st.none() | _finite | _text, first=st.none() | _finite,
-    delta=st.none() | st.floats(0, 1e12), resets=st.none() | st.integers(0, 100),
-    transitions=st.none() | st.integers(0, 100),
-    durations=st.none() | st.dictionaries(_text, st.floats(0, 86400), max_size=4),
-)
-_events = st.builds(
-    EventRecord, device=_text, ts=_finite, name=_text,
-    severity=st.sampled_from(["info", "warning", "alarm"]), metric=st.none() | _text,
-    value=st.none() | _finite | _text,
-    detail=st.none() | st.dictionaries(_text, st.text(max_size=8), max_size=3),
-)
-_documents = st.builds(
-    BatchDocument, schema=st.just(SCHEMA_NAME), version=st.just(SCHEMA_VERSION),
-    gateway=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"), stream=_text,
-    seq=st.integers(1, 2**53), batch_id=_text, created=_finite,
-    windows=st.lists(_windows, max_size=3), events=st.lists(_events, max_size=2),
-)
+_state = st.sampled_from(["Available", "Charging", "Faulted"])
 
 
-@given(_documents)
-def test_every_encoded_document_validates(document: BatchDocument) -> None:
-    VALIDATOR.validate(json.loads(encode_document(document)))
+@st.composite
+def _window_record(draw: st.DrawFn, window: int) -> WindowRecord:
+    kind = draw(st.sampled_from(["gauge", "counter", "state"]))
+    common = {"device": draw(_text), "metric": draw(st.from_regex(r"\A[a-z][a-z0-9_]{0,20}\Z")),
+              "unit": draw(st.text(max_size=5)), "kind": kind, "start": draw(st.integers(0, 2**40)) * window,
+              "window": window, "count": draw(st.integers(0 if kind == "state" else 1, 10**6)),
+              "revision": draw(st.integers(0, 50))}
+    if kind == "gauge":
+        low, high, last = sorted(draw(st.lists(_value, min_size=3, max_size=3)))[::1]
+        if common["count"] == 1:
+            low = high = last
+        return WindowRecord(**common, min=low, max=high, mean=last, last=last)
+    if kind == "counter":
+        return WindowRecord(**common, first=draw(_value), last=draw(_value),
+                            delta=abs(draw(_value)), resets=draw(st.integers(0, 100)))
+    return WindowRecord(**common, last=draw(_state), transitions=draw(st.integers(0, 100)),
+                        durations=draw(st.dictionaries(_state, st.integers(0, window).map(float), max_size=3)))
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> BatchDocument:
+    window = draw(st.sampled_from([1, 60, 300]))
+    return BatchDocument(
+        schema=SCHEMA_NAME, version=SCHEMA_VERSION,
+        gateway=draw(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")), stream=draw(_text),
+        seq=draw(st.integers(1, 2**53)), batch_id=draw(_text), created=draw(_finite),
+        windows=draw(st.lists(_window_record(window), max_size=4)),
+        events=draw(st.lists(st.builds(
+            EventRecord, device=_text, ts=_finite, name=_text,
+            severity=st.sampled_from(["info", "warning", "alarm"]), metric=st.none() | _text,
+            value=st.none() | _value | _text,
+            detail=st.none() | st.dictionaries(_text, st.text(max_size=8), max_size=3),
+        ), max_size=2)),
+        keyframe=draw(st.lists(st.builds(KeyframeRecord, device=_text, metric=st.just("connector_status"),
+                                         unit=st.just("/"), since=_value, state=_state), max_size=3)),
+        closed=draw(st.integers(0, 2**40)),
+    )
+
+
+@given(_documents())
+def test_every_encoded_document_validates_and_decodes_to_itself(document: BatchDocument) -> None:
+    payload = encode_document(document)
+    assert payload[:2] == b"\x1f\x8b"
+    VALIDATOR.validate(json.loads(gzip.decompress(payload)))
+    again = decode_document(payload)
+    assert again.windows == document.windows
+    assert (again.events, again.closed) == (document.events, document.closed)
+    # a series named twice (windows and keyframe) is one entry of the series table
+    assert [(k.device, k.state) for k in again.keyframe] == [(k.device, k.state) for k in document.keyframe]
 
 
 def test_schema_rejects_what_the_gateway_never_writes() -> None:
-    good = json.loads(make_batch(1).payload)
+    good = json.loads(make_batch(1).json())
     assert VALIDATOR.is_valid(good)
+    row = good["windows"][0]
     for change in (
-        {"version": 2}, {"seq": 0}, {"gateway": "has space"}, {"extra": 1},
-        {"windows": [{**good["windows"][0], "kind": "histogram"}]},
-        {"windows": [{**good["windows"][0], "delta": -1.0}]},
+        {"version": 1}, {"seq": 0}, {"gateway": "has space"}, {"extra": 1},
+        {"series": [[*good["series"][0][:3], "histogram"]]},
+        {"windows": [[row[0], row[1], -1, *row[3:]]]},
+        {"windows": [row[:4]]},
         {"events": [{"device": "d", "ts": 1.0, "name": "x", "severity": "panic"}]},
     ):
         assert not VALIDATOR.is_valid({**good, **change}), change
     del good["batch_id"]
     assert not VALIDATOR.is_valid(good)
+
+
+def test_the_ledger_still_reads_version_1_documents() -> None:
+    v1 = msgspec.json.encode(BatchDocument(
+        schema=SCHEMA_NAME, version=1, gateway=GATEWAY, stream="old", seq=1, batch_id="v1-1",
+        created=0.0, windows=[_window("a", 0, 4)]))
+    ledger = Ledger()
+    assert ledger.ingest(v1), ledger.invalid_samples
+    assert ledger.report()["readings_covered"] == 4 and decode_document(v1).windows == [_window("a", 0, 4)]
 
 
 # ------------------------------------------------------------------ the ledger (sans I/O)
@@ -109,7 +154,7 @@ def _payload(seq: int, windows: list[WindowRecord], *, stream: str = "s1",
              batch_id: str | None = None) -> bytes:
     return encode_document(BatchDocument(
         schema=SCHEMA_NAME, version=SCHEMA_VERSION, gateway=GATEWAY, stream=stream, seq=seq,
-        batch_id=batch_id or uuid.uuid4().hex, created=0.0, windows=windows))
+        batch_id=batch_id or uuid.uuid4().hex, created=0.0, windows=windows), compress=False)
 
 
 def test_ledger_duplicates_revisions_gaps_and_invalid() -> None:

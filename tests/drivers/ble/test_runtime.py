@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.batch import decode_document
 from gateway.config import parse_config
 from gateway.runtime import Gateway
 from simulators.ble.tags import CARRIES, DEFAULT_KEY, FORMATS, SimTag
+from tests.support.batches import read_batches
 
 
 async def test_gateway_runs_ble_driver_into_batches(simulator, tmp_path: Path) -> None:
@@ -28,8 +28,7 @@ async def test_gateway_runs_ble_driver_into_batches(simulator, tmp_path: Path) -
     summary = await gateway.run(duration=2.0, drain=True)
 
     assert summary.decode_errors == 0 and summary.readings > 0
-    documents = [decode_document(line) for line in
-                 (tmp_path / "state" / "batches" / "batches.jsonl").read_bytes().splitlines()]
+    documents = read_batches(tmp_path / "state" / "batches" / "batches.jsonl.gz")
     records = [r for doc in documents for r in doc.windows]
     assert all(doc.gateway == "gw-ble" for doc in documents)
     for tag in tags:

@@ -56,8 +56,10 @@ def reference_windows(expected: list[Any]) -> dict[tuple[str, str, int], dict[st
                                                 "delta": values[-1] - base, "count": len(values)}
                 previous = values[-1]
         else:
-            # state: time in each state inside every window from the first report on
-            for start in sorted(s for s in starts if s + WINDOW > points[0][0]):
+            # state: time in each state inside every window with a report (states on change:
+            # the platform carries the state through the windows between)
+            reported = {int(ts // WINDOW) * WINDOW for ts, _ in points}
+            for start in sorted(s for s in starts if s in reported):
                 end = start + WINDOW
                 durations: dict[str, float] = defaultdict(float)
                 state, cursor = None, float(start)

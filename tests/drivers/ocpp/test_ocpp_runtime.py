@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
+
+import msgspec
 
 from gateway.config import parse_config
 from gateway.runtime import Gateway
 from simulators.ocpp import Fleet, FleetConfig
+from tests.support.batches import read_batches
 from tests.support.ports import free_port
 from tests.support.wait import async_wait_for
 
@@ -39,8 +41,8 @@ async def test_charge_points_reach_the_file_uplink(tmp_path: Path) -> None:
     gateway.request_stop()
     summary = await asyncio.wait_for(run, 30)
     assert summary.readings == len(expected) and summary.decode_errors == 0
-    lines = (tmp_path / "state" / "batches" / "batches.jsonl").read_text().splitlines()
-    windows = [w for line in lines for w in json.loads(line).get("windows", [])]
+    windows = [msgspec.to_builtins(w) for d in read_batches(tmp_path / "state" / "batches" / "batches.jsonl.gz")
+               for w in d.windows]
     devices = {w["device"] for w in windows}
     assert devices == {"ocpp:SIM0000/1", "ocpp:SIM0001/1"}
     energy = [w for w in windows if w["metric"] == "energy_active_import_register"]
