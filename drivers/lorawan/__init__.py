@@ -34,6 +34,9 @@ Key = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-fA-F]{32})?$")]
 class Profile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Payload codec for every device of this profile (one of CODEC_NAMES).
     codec: str
+    # Series per sensor channel (Cayenne LPP): "auto" gives a metric's channels their own device
+    # id (lora:<deveui>/<channel>) when a frame carries it on several; "split" always does.
+    channels: Literal["auto", "split"] = "auto"
 
 
 class Device(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +46,8 @@ class Device(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     codec: str = ""
     # Name of a [drivers.profiles.<name>] table.
     profile: str = ""
+    # "auto" or "split" (see Profile.channels); "" takes the profile's, else "auto".
+    channels: Literal["", "auto", "split"] = ""
     # Concentrator mode: "abp" (keys below) or "otaa" (app_key); "none" in network-server mode.
     activation: Literal["none", "abp", "otaa"] = "none"
     # ABP: DevAddr, 8 hex digits, as printed (big endian).
@@ -142,6 +147,18 @@ class Config(DriverSettings):
                     return self.profiles[device.profile].codec
                 break
         return self.default_codec
+
+
+    def split_channels_for(self, dev_eui: str) -> bool:
+        """True when every channel of the device is its own series (`channels = "split"`)."""
+        for device in self.devices:
+            if device.dev_eui.lower() == dev_eui:
+                if device.channels:
+                    return device.channels == "split"
+                if device.profile:
+                    return self.profiles[device.profile].channels == "split"
+                break
+        return False
 
 
 def load_driver() -> type:

@@ -134,6 +134,23 @@ def join_txpk(uplink: RxPk, accept: bytes, *, delay_us: int, power: int) -> TxPk
     )
 
 
+def _best(current: float | None, offered: float | None) -> float | None:
+    """The better of two link values where either may be absent (None is never a value)."""
+    if offered is None:
+        return current
+    if current is None or offered > current:
+        return offered
+    return current
+
+
+def _rank(rxpk: RxPk) -> tuple[float, float]:
+    """Order of gateways for the downlink: best RSSI, then best SNR; absent ranks last."""
+    return (
+        rxpk.rssi if rxpk.rssi is not None else float("-inf"),
+        rxpk.lsnr if rxpk.lsnr is not None else float("-inf"),
+    )
+
+
 class Heard(msgspec.Struct, kw_only=True):
     """The best copy so far of one frame heard by one or more gateways."""
 
@@ -141,13 +158,13 @@ class Heard(msgspec.Struct, kw_only=True):
     gateway_eui: int
     received: float  # local receive time of the first copy
     event_ts: float  # event time chosen for the readings
-    rssi: float = -1000.0  # best over all copies
-    snr: float = -1000.0  # best over all copies
+    rssi: float | None = None  # best over all copies that carried one; None: none did
+    snr: float | None = None  # likewise (FSK copies carry no SNR)
     copies: int = 1
 
     def __post_init__(self) -> None:
-        self.rssi = max(self.rssi, self.rxpk.rssi)
-        self.snr = max(self.snr, self.rxpk.lsnr)
+        self.rssi = _best(self.rssi, self.rxpk.rssi)
+        self.snr = _best(self.snr, self.rxpk.lsnr)
 
 
 class Deduplicator:
@@ -171,12 +188,10 @@ class Deduplicator:
             self.pending[raw] = heard
             return True
         current.copies += 1
-        current.rssi = max(current.rssi, heard.rxpk.rssi)
-        current.snr = max(current.snr, heard.rxpk.lsnr)
+        current.rssi = _best(current.rssi, heard.rxpk.rssi)
+        current.snr = _best(current.snr, heard.rxpk.lsnr)
         # the downlink goes through the gateway that heard the frame best
-        if heard.rxpk.rssi > current.rxpk.rssi or (
-            heard.rxpk.rssi == current.rxpk.rssi and heard.rxpk.lsnr > current.rxpk.lsnr
-        ):
+        if _rank(heard.rxpk) > _rank(current.rxpk):
             current.rxpk, current.gateway_eui = heard.rxpk, heard.gateway_eui
         return False
 

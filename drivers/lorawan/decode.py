@@ -1,22 +1,106 @@
-"""Uplink -> readings, the pure part shared by both modes: codec choice, link quality."""
+"""Uplink -> readings, the pure part shared by both modes: codec choice, channels, link quality.
+
+Devices: `lora:<deveui>` for the device's own values and its link quality. A codec or decoded
+object that names a sensor channel (Cayenne LPP) keeps each channel its own series: a metric
+the frame carries on more than one channel goes to `lora:<deveui>/<channel>` for each of them;
+a metric on one channel only stays on `lora:<deveui>`, so the usual one-sensor-per-type LPP
+device keeps plain device ids. With `split_channels` (config `channels = "split"`), every value
+with a channel goes to `lora:<deveui>/<channel>`: stable for devices whose frames do not always
+carry every probe.
+
+Besides readings, decoding returns `problems`: counted causes for values that did not become
+readings while the rest of the frame did (`sensor_absent`, `unmapped_key`, `no_codec`). A frame
+that cannot be read at all raises `LoRaWANDecodeError` instead.
+"""
 
 from __future__ import annotations
 
-from drivers.lorawan.codecs import CODECS
+from typing import NamedTuple
+
+from drivers.lorawan.codecs import CODECS, Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.network_server import NsUplink, decoded_object_measurements
 from gateway.model import Reading
 
-__all__ = ["ns_readings", "payload_readings"]
+__all__ = ["Decoded", "decode_ns", "decode_payload", "ns_readings", "payload_readings"]
 
 
-def _link(device: str, ts: float, rssi: float | None, snr: float | None) -> list[Reading]:
-    out = []
+class Decoded(NamedTuple):
+    readings: list[Reading]
+    problems: list[LoRaWANDecodeError]  # each counted by the driver; the readings stand
+
+
+def _link(device: str, ts: float, rssi: float | None, snr: float | None, out: list[Reading]) -> None:
+    # absent is absent: a packet without rssi or snr (FSK has no SNR) gives no such reading
     if rssi is not None:
         out.append(Reading(device, "rssi", float(rssi), ts))
     if snr is not None:
         out.append(Reading(device, "snr", float(snr), ts))
+
+
+def _shared_metrics(measurements: list[Measurement]) -> set[str]:
+    """Metrics the frame carries on more than one channel."""
+    first: dict[str, int] = {}
+    shared: set[str] = set()
+    for metric, _, channel in measurements:
+        if channel is None:
+            continue
+        seen = first.setdefault(metric, channel)
+        if seen != channel:
+            shared.add(metric)
+    return shared
+
+
+def _readings(
+    device: str,
+    ts: float,
+    measurements: list[Measurement],
+    split_channels: bool,
+    problems: list[LoRaWANDecodeError],
+) -> list[Reading]:
+    shared = _shared_metrics(measurements) if not split_channels else set()
+    out: list[Reading] = []
+    for metric, value, channel in measurements:
+        name = device
+        if channel is not None and (split_channels or metric in shared):
+            name = f"{device}/{channel}"
+        if value is None:
+            problems.append(LoRaWANDecodeError("sensor_absent", f"{metric}: the device reports no sensor", device=name))
+            continue
+        out.append(Reading(name, metric, value, ts))
     return out
+
+
+def decode_payload(
+    dev_eui: str,
+    codec: str,
+    payload: bytes,
+    fport: int | None,
+    ts: float,
+    rssi: float | None,
+    snr: float | None,
+    *,
+    split_channels: bool = False,
+) -> Decoded:
+    """Decode a cleartext FRMPayload with the named codec, plus link quality. A payload the codec
+    rejects raises (the caller counts it); frames without application data (FPort 0, empty)
+    give link quality only; application data without a codec gives link quality and a
+    `no_codec` problem."""
+    device = f"lora:{dev_eui}"
+    problems: list[LoRaWANDecodeError] = []
+    readings: list[Reading] = []
+    if payload and fport:
+        if codec:
+            try:
+                measurements = CODECS[codec](payload, fport)
+            except LoRaWANDecodeError as error:
+                error.device = error.device or device
+                raise
+            readings = _readings(device, ts, measurements, split_channels, problems)
+        else:
+            problems.append(LoRaWANDecodeError("no_codec", "payload without a codec or decoded object", device=device))
+    _link(device, ts, rssi, snr, readings)
+    return Decoded(readings, problems)
 
 
 def payload_readings(
@@ -28,34 +112,32 @@ def payload_readings(
     rssi: float | None,
     snr: float | None,
 ) -> list[Reading]:
-    """Decode a cleartext FRMPayload with the named codec, plus link quality. A payload the codec
-    rejects raises (the caller counts it); frames without application data (FPort 0, empty,
-    no codec) still give link quality."""
-    device = f"lora:{dev_eui}"
-    readings: list[Reading] = []
-    if codec and payload and fport:
-        try:
-            measurements = CODECS[codec](payload, fport)
-        except LoRaWANDecodeError as error:
-            error.device = error.device or device
-            raise
-        readings = [Reading(device, metric, value, ts) for metric, value in measurements]
-    readings.extend(_link(device, ts, rssi, snr))
-    return readings
+    """The readings of `decode_payload` alone (simulators and benchmarks count these)."""
+    return decode_payload(dev_eui, codec, payload, fport, ts, rssi, snr).readings
+
+
+def decode_ns(uplink: NsUplink, codec: str, use_decoded: bool, *, split_channels: bool = False) -> Decoded:
+    """The network server's decoded object wins when allowed and it holds catalog values (its
+    other keys are counted as `unmapped_key`); otherwise the payload is decoded here."""
+    device = f"lora:{uplink.dev_eui}"
+    ts = uplink.ts
+    unmapped: list[str] = []
+    if use_decoded and uplink.decoded:
+        measurements, unmapped = decoded_object_measurements(uplink.decoded)
+        if measurements:
+            problems = [LoRaWANDecodeError("unmapped_key", key, device=device) for key in unmapped]
+            readings = _readings(device, ts, measurements, split_channels, problems)
+            _link(device, ts, uplink.rssi, uplink.snr, readings)
+            return Decoded(readings, problems)
+    result = decode_payload(
+        uplink.dev_eui, codec, uplink.payload or b"", uplink.fport, ts, uplink.rssi, uplink.snr,
+        split_channels=split_channels,
+    )
+    if unmapped and not (codec and uplink.payload):  # the object's keys were not replaced by a decode here
+        result.problems.extend(LoRaWANDecodeError("unmapped_key", key, device=device) for key in unmapped)
+    return result
 
 
 def ns_readings(uplink: NsUplink, codec: str, use_decoded: bool) -> list[Reading]:
-    """The network server's decoded object wins when allowed and it holds catalog values;
-    otherwise the payload is decoded here."""
-    device = f"lora:{uplink.dev_eui}"
-    if use_decoded and uplink.decoded:
-        measurements = decoded_object_measurements(uplink.decoded)
-        if measurements:
-            ts = uplink.ts
-            readings = [Reading(device, metric, value, ts) for metric, value in measurements]
-            if uplink.rssi is not None or uplink.snr is not None:
-                readings.extend(_link(device, ts, uplink.rssi, uplink.snr))
-            return readings
-    if uplink.payload and not codec:
-        raise LoRaWANDecodeError("no_codec", "payload without a codec or decoded object", device=device)
-    return payload_readings(uplink.dev_eui, codec, uplink.payload or b"", uplink.fport, uplink.ts, uplink.rssi, uplink.snr)
+    """The readings of `decode_ns` alone."""
+    return decode_ns(uplink, codec, use_decoded).readings

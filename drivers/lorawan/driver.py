@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from drivers.lorawan import Config, concentrator, semtech_udp
-from drivers.lorawan.decode import ns_readings, payload_readings
+from drivers.lorawan.decode import Decoded, decode_ns, decode_payload
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.network_server import parse_iso_time, parse_uplink
 from drivers.lorawan.sessions import Session, SessionStore
@@ -31,6 +31,7 @@ class LoRaWANDriver(Driver[Config]):
     def __init__(self, config: Config, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
         self.codecs = {d.dev_eui.lower(): config.codec_for(d.dev_eui.lower()) for d in config.devices}
+        self.split_channels = {d.dev_eui.lower() for d in config.devices if config.split_channels_for(d.dev_eui.lower())}
         self.store = SessionStore(ctx.state_dir / "lorawan-sessions.json")
         self.dedup = concentrator.Deduplicator(config.dedup_window)
         self.otaa = {
@@ -54,6 +55,12 @@ class LoRaWANDriver(Driver[Config]):
 
     def _fail(self, error: LoRaWANDecodeError) -> None:
         self.ctx.decode_error(error)
+
+    def _deliver(self, decoded: Decoded) -> None:
+        """Emit a frame's readings and count what it could not turn into readings."""
+        for problem in decoded.problems:
+            self.ctx.decode_error(problem)
+        self.ctx.emit_many(decoded.readings)
 
     async def run(self) -> None:
         if self.config.mode == "concentrator":
@@ -100,7 +107,12 @@ class LoRaWANDriver(Driver[Config]):
         received = self.ctx.clock()
         try:
             uplink = parse_uplink(body, received, self.config.format)
-            readings = ns_readings(uplink, self._codec(uplink.dev_eui), self.config.use_network_decoded)
+            decoded = decode_ns(
+                uplink,
+                self._codec(uplink.dev_eui),
+                self.config.use_network_decoded,
+                split_channels=uplink.dev_eui in self.split_channels,
+            )
         except LoRaWANDecodeError as error:
             self._fail(error)
             return
@@ -108,7 +120,7 @@ class LoRaWANDriver(Driver[Config]):
             self._fail(LoRaWANDecodeError("internal_error", f"{type(error).__name__}: {error}"))
             return
         self.ctx.count(f"uplinks_{uplink.source}")
-        self.ctx.emit_many(readings)
+        self._deliver(decoded)
 
     # --- concentrator mode ---------------------------------------------------------------------
 
@@ -231,7 +243,7 @@ class LoRaWANDriver(Driver[Config]):
     def _uplink(self, raw: bytes, heard: concentrator.Heard) -> None:
         uplink = concentrator.open_data_frame(raw, self.store)
         self.ctx.count("uplinks")
-        readings = payload_readings(
+        decoded = decode_payload(
             uplink.dev_eui,
             self._codec(uplink.dev_eui),
             uplink.payload,
@@ -239,8 +251,9 @@ class LoRaWANDriver(Driver[Config]):
             heard.event_ts,
             heard.rssi,
             heard.snr,
+            split_channels=uplink.dev_eui in self.split_channels,
         )
-        self.ctx.emit_many(readings)
+        self._deliver(decoded)
 
     def _join(self, raw: bytes, heard: concentrator.Heard) -> None:
         accept, session = concentrator.accept_join(

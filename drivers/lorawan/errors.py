@@ -12,5 +12,7 @@ class LoRaWANDecodeError(DecodeError):
 
     Causes used by this package (each one is a counter label): `truncated`, `bad_mhdr`,
     `bad_mic`, `unknown_devaddr`, `unknown_deveui`, `replay`, `bad_base64`, `bad_json`,
-    `bad_udp`, `unknown_format`, `join_nonce_reused`, `codec_<name>`, `no_codec`.
+    `bad_udp`, `unknown_format`, `join_nonce_reused`, `codec_<name>`, `no_codec`,
+    `unexpected_fport`; per value, the frame's other readings standing: `sensor_absent`,
+    `unmapped_key`.
     """

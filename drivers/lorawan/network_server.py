@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
+from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 __all__ = ["NsUplink", "decoded_object_measurements", "parse_iso_time", "parse_uplink"]
@@ -205,8 +206,11 @@ def parse_uplink(body: bytes, received: float, fmt: str = "auto") -> NsUplink:
     return _FORMATS[name](doc, received)
 
 
+_G: Final = 9.80665  # standard gravity: LPP accelerometers report G, the catalog wants m/s2
+
 # Network-server codec output (`object` / `decoded_payload`) -> catalog metric and factor.
-# Keys are matched lower-cased with a trailing Cayenne channel suffix ("temperature_3") removed.
+# Keys are matched as given, then lower-cased, then with a trailing channel suffix
+# ("temperature_3", the shape of The Things Stack's CayenneLPP formatter) taken as the channel.
 _OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
     "temperature": ("temperature", 1.0),
     "temp": ("temperature", 1.0),
@@ -225,6 +229,7 @@ _OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
     "illuminance": ("illuminance", 1.0),
     "illumination": ("illuminance", 1.0),
     "luminosity": ("illuminance", 1.0),
+    "presence": ("occupancy", 0.0),  # 0/1 flag, see _FLAGS
     "battery": ("battery", 1.0),  # percent
     "batv": ("battery_voltage", 1.0),
     "battery_voltage": ("battery_voltage", 1.0),
@@ -234,25 +239,89 @@ _OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
     "air_temperature": ("temperature", 1.0),
     "air_humidity": ("humidity", 1.0),
 }
-_CHANNEL_SUFFIX = re.compile(r"_\d+$")
+# ChirpStack's built-in Cayenne LPP codec (v3 application server and v4): one key per LPP type,
+# each a map from channel ("3") to value (chirpstack-application-server docs
+# integrations/mqtt.md example: {"temperatureSensor": {"1": 25}, "humiditySensor": {"1": 32}};
+# field names of its cayennelpp codec). Values are in LPP units: degC, %RH, lux, hPa, G.
+_LPP_OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
+    "temperatureSensor": ("temperature", 1.0),
+    "humiditySensor": ("humidity", 1.0),
+    "illuminanceSensor": ("illuminance", 1.0),
+    "presenceSensor": ("occupancy", 0.0),
+    "barometer": ("pressure", 100.0),
+}
+# per-axis maps {"x": .., "y": .., "z": ..} in G: ChirpStack "accelerometer", TTS "accelerometer_N"
+_AXES: Final = (("x", "acceleration_x"), ("y", "acceleration_y"), ("z", "acceleration_z"))
+_FLAGS: Final = frozenset({"occupancy"})  # catalog 0/1 metrics: any non-zero value is 1
+_CHANNEL_SUFFIX = re.compile(r"^(.*)_(\d{1,3})$")
 
 
-def decoded_object_measurements(decoded: dict[str, Any]) -> list[tuple[str, float]]:
-    """Catalog measurements found in a network server's decoded object; unknown keys ignored.
-    Decentlab-style {"value": x} wrappers are unwrapped."""
-    out: list[tuple[str, float]] = []
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict) and "value" in value:  # Decentlab-style {"value": x, "unit": ".."}
+        value = value["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _scaled(metric: str, factor: float, value: float) -> float:
+    return (1.0 if value else 0.0) if metric in _FLAGS else value * factor
+
+
+def _channel(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) <= 3 else None
+
+
+def _axes(value: Any, channel: int | None, out: list[Measurement]) -> bool:
+    if not isinstance(value, dict):
+        return False
+    found = [(metric, _number(value.get(axis))) for axis, metric in _AXES]
+    if any(v is None for _, v in found):
+        return False
+    out.extend(Measurement(metric, v * _G, channel) for metric, v in found if v is not None)
+    return True
+
+
+def decoded_object_measurements(decoded: dict[str, Any]) -> tuple[list[Measurement], list[str]]:
+    """Catalog measurements found in a network server's decoded object, and the keys that gave
+    none (unknown names, or values that are not numbers): the caller counts those, so nothing
+    the network server decoded vanishes uncounted."""
+    out: list[Measurement] = []
+    unmapped: list[str] = []
     for key, value in decoded.items():
-        kind = type(value)
-        if kind is not float and kind is not int:  # the usual plain numbers skip these checks
-            if isinstance(value, dict) and "value" in value:
-                value = value["value"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+        lpp = _LPP_OBJECT_KEYS.get(key)
+        if lpp is not None or key == "accelerometer":
+            if not isinstance(value, dict) or not value:
+                unmapped.append(key)
                 continue
-        # table keys are lower case: an exact hit needs no lower() or suffix strip
+            for text, item in value.items():
+                channel = _channel(text)
+                if lpp is None:
+                    if channel is None or not _axes(item, channel, out):
+                        unmapped.append(f"{key}.{text}")
+                    continue
+                number = _number(item)
+                if channel is None or number is None:
+                    unmapped.append(f"{key}.{text}")
+                    continue
+                out.append(Measurement(lpp[0], _scaled(lpp[0], lpp[1], number), channel))
+            continue
+        # table keys are lower case: an exact hit needs no lower() or suffix match
+        channel = None
         row = _OBJECT_KEYS.get(key)
         if row is None:
             name = key.lower()
-            row = _OBJECT_KEYS.get(name) or _OBJECT_KEYS.get(_CHANNEL_SUFFIX.sub("", name))
-        if row is not None:
-            out.append((row[0], float(value) * row[1]))
-    return out
+            row = _OBJECT_KEYS.get(name)
+            if row is None:
+                match = _CHANNEL_SUFFIX.match(name)
+                if match is not None:
+                    if match.group(1) == "accelerometer" and _axes(value, int(match.group(2)), out):
+                        continue
+                    row = _OBJECT_KEYS.get(match.group(1))
+                    channel = int(match.group(2))
+        number = _number(value) if row is not None else None
+        if row is None or number is None:
+            unmapped.append(key)
+            continue
+        out.append(Measurement(row[0], _scaled(row[0], row[1], number), channel))
+    return out, unmapped

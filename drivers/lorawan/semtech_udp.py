@@ -60,8 +60,10 @@ class RxPk(msgspec.Struct, kw_only=True, omit_defaults=True):
     modu: str = "LORA"
     datr: str | int = "SF7BW125"
     codr: str = "4/5"
-    rssi: float = 0.0  # dBm
-    lsnr: float = 0.0  # dB
+    # None when the forwarder sent none: an FSK packet has no "lsnr" (PROTOCOL.TXT section 4),
+    # and a missing value is never read as 0 dBm / 0 dB.
+    rssi: float | None = None  # dBm
+    lsnr: float | None = None  # dB
     size: int = 0
 
 

@@ -22,8 +22,10 @@ def _lpp(i: int) -> tuple[int, bytes, Values]:
 
 
 def _lht65(i: int) -> tuple[int, bytes, Values]:
-    t, h = 15.0 + (i % 30) * 0.25, 50.0 + (i % 10)
-    return 2, dragino_lht65.encode(3000, t, h, None), {"temperature": t, "humidity": h, "battery_voltage": 3.0}
+    # with its DS18B20 probe plugged in (a probe-less 0x7FFF is counted as sensor_absent)
+    t, h, probe = 15.0 + (i % 30) * 0.25, 50.0 + (i % 10), 12.0 + (i % 16) * 0.5
+    return 2, dragino_lht65.encode(3000, t, h, probe), {
+        "temperature": t, "humidity": h, "battery_voltage": 3.0, "temperature_external": probe}
 
 
 def _elsys(i: int) -> tuple[int, bytes, Values]:

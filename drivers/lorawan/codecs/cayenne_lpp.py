@@ -2,13 +2,17 @@
 
 Frame: repeated [channel(1), type(1), value(N)], big endian. Type = IPSO object id - 3200. Types
 without a catalog metric (digital/analog I/O, gyrometer, GPS) are skipped by their size so the
-rest of the frame still decodes. Several channels of one type yield several readings.
+rest of the frame still decodes. Each value carries its data channel, the sensor's identity
+across frames (README "Data Channel"): two probes of one type stay two series (decode.py names
+the devices). Presence (IPSO 3302) is a 0/1 flag in the catalog (`occupancy`): any non-zero
+byte is 1.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 __all__ = ["decode"]
@@ -32,13 +36,17 @@ _TYPES: Final[dict[int, tuple[int, bool, tuple[tuple[str | None, float], ...]]]]
 }
 
 
-def decode(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+_FLAGS: Final = frozenset({"occupancy"})  # catalog 0/1 metrics: non-zero means 1
+
+
+def decode(payload: bytes, fport: int | None = None) -> list[Measurement]:
+    """Every value of the frame with its channel; raises on a cut or unknown record."""
+    out: list[Measurement] = []
     pos, n = 0, len(payload)
     while pos < n:
         if pos + 2 > n:
             raise LoRaWANDecodeError("codec_cayenne_lpp", f"channel header cut at byte {pos}")
-        kind = payload[pos + 1]
+        channel, kind = payload[pos], payload[pos + 1]
         row = _TYPES.get(kind)
         if row is None:
             raise LoRaWANDecodeError("codec_cayenne_lpp", f"unknown data type 0x{kind:02x}")
@@ -51,7 +59,7 @@ def decode(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
             if metric is None:
                 continue
             raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "big", signed=signed)
-            out.append((metric, raw * scale))
+            out.append(Measurement(metric, (1.0 if raw else 0.0) if metric in _FLAGS else raw * scale, channel))
         pos = start + size
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 __all__ = ["decode_dl_sht35"]
@@ -24,14 +25,14 @@ DL_SHT35: Final[tuple[Sensor, ...]] = (
 )
 
 
-def _decode(payload: bytes, sensors: tuple[Sensor, ...], cause: str) -> list[tuple[str, float]]:
+def _decode(payload: bytes, sensors: tuple[Sensor, ...], cause: str) -> list[Measurement]:
     if len(payload) < 5:
         raise LoRaWANDecodeError(cause, f"{len(payload)} bytes, the header has 5")
     if payload[0] != _VERSION:
         raise LoRaWANDecodeError(cause, f"protocol version {payload[0]}, expected {_VERSION}")
     flags = int.from_bytes(payload[3:5], "big")
     pos = 5
-    out: list[tuple[str, float]] = []
+    out: list[Measurement] = []
     for index, (words, values) in enumerate(sensors):
         if not flags >> index & 1:
             continue
@@ -39,12 +40,12 @@ def _decode(payload: bytes, sensors: tuple[Sensor, ...], cause: str) -> list[tup
         if end > len(payload):
             raise LoRaWANDecodeError(cause, f"sensor {index} cut short")
         x = [int.from_bytes(payload[p : p + 2], "big") for p in range(pos, end, 2)]
-        out.extend((metric, convert(x)) for metric, convert in values)
+        out.extend(Measurement(metric, convert(x)) for metric, convert in values)
         pos = end
     return out
 
 
-def decode_dl_sht35(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
+def decode_dl_sht35(payload: bytes, fport: int | None = None) -> list[Measurement]:
     return _decode(payload, DL_SHT35, "codec_decentlab_dl_sht35")
 
 

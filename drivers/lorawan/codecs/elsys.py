@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 __all__ = ["decode"]
@@ -61,8 +62,8 @@ def _normalise(metric: str, value: float) -> float:
     return value
 
 
-def decode(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+def decode(payload: bytes, fport: int | None = None) -> list[Measurement]:
+    out: list[Measurement] = []
     pos, n = 0, len(payload)
     while pos < n:
         kind = payload[pos]
@@ -80,7 +81,7 @@ def decode(payload: bytes, fport: int | None = None) -> list[tuple[str, float]]:
             if metric is None:
                 continue
             raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "big", signed=signed)
-            out.append((metric, _normalise(metric, raw * scale)))
+            out.append(Measurement(metric, _normalise(metric, raw * scale)))
         pos = start + size
     return out
 

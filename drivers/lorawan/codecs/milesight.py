@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 __all__ = ["decode"]
@@ -47,8 +48,8 @@ _FIELDS: Final[dict[tuple[int, int], tuple[int, bool, tuple[tuple[str | None, fl
 _HISTORY: Final = (0x20, 0xCE)
 
 
-def decode(payload: bytes, fport: int | None = 85) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+def decode(payload: bytes, fport: int | None = 85) -> list[Measurement]:
+    out: list[Measurement] = []
     pos, n = 0, len(payload)
     while pos < n:
         if pos + 2 > n:
@@ -68,7 +69,7 @@ def decode(payload: bytes, fport: int | None = 85) -> list[tuple[str, float]]:
             if metric is None:
                 continue
             raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "little", signed=signed)
-            out.append((metric, raw * scale))
+            out.append(Measurement(metric, raw * scale))
         pos = start + size
     return out
 

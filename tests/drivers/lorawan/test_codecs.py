@@ -6,19 +6,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.lorawan.codecs import CODECS
+from drivers.lorawan.codecs import CODECS, Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 
 G = 9.80665
 
-# (codec, fport, payload hex, expected measurements in catalog units, source)
+# (codec, fport, payload hex, expected measurements in catalog units, source). A measurement is
+# (metric, value) or (metric, value, channel); value None = the device reports the sensor absent.
 VECTORS = [
-    ("cayenne_lpp", 1, "03670110056700FF", [("temperature", 27.2), ("temperature", 25.5)],
-     "myDevices CayenneLPP README (github.com/myDevicesIoT/CayenneLPP), example 1; also "
-     "thethingsindustries.com/docs/integrations/payload-formatters/cayenne"),
+    ("cayenne_lpp", 1, "03670110056700FF", [("temperature", 27.2, 3), ("temperature", 25.5, 5)],
+     "myDevices CayenneLPP README (github.com/myDevicesIoT/CayenneLPP), example 1: two temperature "
+     "sensors on channels 3 and 5; also thethingsindustries.com/docs/integrations/payload-formatters/cayenne"),
     ("cayenne_lpp", 1, "0167FFD7067104D2FB2E0000",
-     [("temperature", -4.1), ("acceleration_x", 1.234 * G), ("acceleration_y", -1.234 * G), ("acceleration_z", 0.0)],
-     "myDevices CayenneLPP README, example 2 (-4.1 degC; accelerometer 1.234, -1.234, 0 G)"),
+     [("temperature", -4.1, 1), ("acceleration_x", 1.234 * G, 6), ("acceleration_y", -1.234 * G, 6),
+      ("acceleration_z", 0.0, 6)],
+     "myDevices CayenneLPP README, example 2 (-4.1 degC on channel 1; accelerometer 1.234, -1.234, 0 G "
+     "on channel 6)"),
+    ("cayenne_lpp", 1, "016601", [("occupancy", 1.0, 1)],
+     "myDevices CayenneLPP README, data types table: Presence Sensor, IPSO 3302, LPP 102 (0x66), 1 byte, "
+     "resolution 1; the catalog's occupancy is 0/1"),
+    ("cayenne_lpp", 1, "076632", [("occupancy", 1.0, 7)],
+     "as above with a presence byte of 50: still occupied = 1, never occupancy 50.0"),
     ("dragino_lht65", 2, "CBF60B0D0376010ADD7FFF",
      [("battery_voltage", 3.062), ("temperature", 28.29), ("humidity", 88.6), ("temperature_external", 27.81)],
      "Dragino LHT65 User Manual section 2.4 (payload cbf6 0b0d 0376 01 0add 7fff: BAT 0x0BF6 mV, "
@@ -28,8 +36,8 @@ VECTORS = [
      "Dragino LHT65N manual section 2.4.2-2.4.6: BAT 0xCBA4&0x3FFF=2980 mV, temperature "
      "(0xF5C6-65536)/100=-26.18, humidity 0x025C/10=60.4 %, DS18B20 (0xF54F-65536)/100=-27.37"),
     ("dragino_lht65", 2, "CBF60B0D0376017FFF7FFF",
-     [("battery_voltage", 3.062), ("temperature", 28.29), ("humidity", 88.6)],
-     "Dragino LHT65 manual section 2.4.6: Ext 0x01 without a probe reads 0x7FFF (327.67) = missing"),
+     [("battery_voltage", 3.062), ("temperature", 28.29), ("humidity", 88.6), ("temperature_external", None)],
+     "Dragino LHT65 manual section 2.4.6: Ext 0x01 without a probe reads 0x7FFF (327.67) = sensor absent"),
     ("elsys", 5, "0100E202290400270506060308070D62",
      [("temperature", 22.6), ("humidity", 41.0), ("illuminance", 39.0), ("motion", 1.0), ("co2", 776.0),
       ("battery_voltage", 3.426)],
@@ -60,15 +68,22 @@ VECTORS = [
 
 @pytest.mark.parametrize(("codec", "fport", "payload", "expected", "source"), VECTORS,
                          ids=[f"{v[0]}-{i}" for i, v in enumerate(VECTORS)])
-def test_published_examples(codec: str, fport: int, payload: str, expected: list[tuple[str, float]],
+def test_published_examples(codec: str, fport: int, payload: str, expected: list[tuple[object, ...]],
                             source: str) -> None:
     got = CODECS[codec](bytes.fromhex(payload), fport)
-    assert [m for m, _ in got] == [m for m, _ in expected], source
-    assert [v for _, v in got] == pytest.approx([v for _, v in expected], abs=1e-9), source
+    want = [Measurement(*row) for row in expected]  # type: ignore[arg-type]
+    assert [(m.metric, m.channel) for m in got] == [(m.metric, m.channel) for m in want], source
+    assert [m.value is None for m in got] == [m.value is None for m in want], source
+    assert [m.value for m in got if m.value is not None] == pytest.approx(
+        [m.value for m in want if m.value is not None], abs=1e-9), source
 
 
-def test_lht65_other_ports_carry_no_readings() -> None:
-    assert CODECS["dragino_lht65"](bytes.fromhex("CBF60B0D0376010ADD7FFF"), 5) == []
+@pytest.mark.parametrize("fport", [1, 3, 5, 85])
+def test_lht65_frame_on_another_port_is_a_counted_error(fport: int) -> None:
+    # LHT65 manual section 2.4: readings come on FPort 2; 3 is the datalog, 5 the device status.
+    with pytest.raises(LoRaWANDecodeError) as info:
+        CODECS["dragino_lht65"](bytes.fromhex("CBF60B0D0376010ADD7FFF"), fport)
+    assert info.value.cause == "unexpected_fport"
 
 
 @pytest.mark.parametrize(("codec", "payload"), [
@@ -87,4 +102,5 @@ def test_arbitrary_bytes_raise_only_decode_error(codec: str, payload: bytes, fpo
         result = CODECS[codec](payload, fport)
     except LoRaWANDecodeError:
         return
-    assert all(isinstance(m, str) and isinstance(v, float | int) for m, v in result)
+    assert all(isinstance(m.metric, str) and (m.value is None or isinstance(m.value, float | int))
+               and (m.channel is None or 0 <= m.channel <= 255) for m in result)

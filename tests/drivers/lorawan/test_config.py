@@ -53,3 +53,16 @@ def test_config_module_stays_light() -> None:
             "print(any(m.startswith(('cryptography', 'paho')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_channels_split_from_the_device_or_its_profile() -> None:
+    config = parse_config(_doc(profiles={"lpp": {"codec": "cayenne_lpp", "channels": "split"}},
+                               devices=[{"dev_eui": "70b3d57ed0000001", "profile": "lpp"},
+                                        {"dev_eui": "70b3d57ed0000002", "profile": "lpp", "channels": "auto"},
+                                        {"dev_eui": "70b3d57ed0000003", "codec": "cayenne_lpp"}]))
+    (driver,) = config.drivers
+    split = [driver.split_channels_for(f"70b3d57ed000000{i}") for i in (1, 2, 3, 4)]  # type: ignore[attr-defined]
+    assert split == [True, False, False, False]
+    with pytest.raises(ConfigError) as info:
+        parse_config(_doc(devices=[{"dev_eui": "70b3d57ed0000001", "channels": "each"}]))
+    assert any("drivers[0].devices[0].channels" in p for p in info.value.problems), info.value.problems

@@ -99,3 +99,40 @@ async def test_unreachable_broker_raises(collected: Collected) -> None:
     config = make_config(mode="network_server", mqtt_host="127.0.0.1", mqtt_port=free_port())
     with pytest.raises(DriverError):
         await asyncio.wait_for(LoRaWANDriver(config, collected.context()).run(), 10)
+
+
+async def test_partial_frames_are_counted_by_cause_and_keep_their_readings(mosquitto: Broker,
+                                                                           collected: Collected) -> None:
+    (lht65,) = make_fleet(1, families=["dragino_lht65"], otaa_every=0)
+    (other,) = make_fleet(1, families=["elsys"], otaa_every=0, seed=9)
+    other.dev_eui ^= 0xFF  # not configured: default_codec "" = link quality only
+    config = make_config(mode="network_server", mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
+                         mqtt_topics=TOPICS, devices=[{"dev_eui": lht65.eui_hex, "codec": "dragino_lht65"}])
+    ctx = collected.context()
+    driver = LoRaWANDriver(config, ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        await async_wait_for(lambda: driver.mqtt is not None and driver.mqtt.subscribed is not None
+                             and driver.mqtt.subscribed.is_set(), what="driver subscribed")
+        no_probe = bytes.fromhex("CBF60B0D0376017FFF7FFF")  # LHT65 manual 2.4.6: Ext 0x01, 0x7FFF
+        for fmt, sensor, fcnt, fport, payload, obj in [
+            ("chirpstack_v4", lht65, 1, 2, no_probe, None),
+            ("tts_v3", lht65, 2, 3, no_probe, None),  # the datalog port: not read by this codec
+            ("chirpstack_v4", other, 1, 5, b"\x01\x00\xe2", None),
+            ("chirpstack_v3", other, 2, 5, b"", {"temperatureSensor": {"1": 25}, "status": "ok"}),
+        ]:
+            topic, doc = uplink_document(fmt, sensor, fcnt, fport, payload, rssi=-70.0, snr=4.0, with_object=obj)
+            _publish(mosquitto, topic, msgspec.json.encode(doc))
+        expected = {"sensor_absent": 1, "unexpected_fport": 1, "no_codec": 1, "unmapped_key": 1}
+        await async_wait_for(lambda: ctx.decode_errors == expected, what=f"causes counted, got {ctx.decode_errors}")
+        await async_wait_for(lambda: len(collected.readings) == 5 + 2 + 3, what="readings")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    got = sorted((r.device, r.metric) for r in collected.readings)
+    lht, oth = f"lora:{lht65.eui_hex}", f"lora:{other.eui_hex}"
+    assert got == sorted([(lht, "battery_voltage"), (lht, "temperature"), (lht, "humidity"), (lht, "rssi"),
+                          (lht, "snr"), (oth, "rssi"), (oth, "snr"),
+                          (oth, "temperature"), (oth, "rssi"), (oth, "snr")])
+    assert {w[1]["cause"] for w in collected.warnings} >= set(expected)
