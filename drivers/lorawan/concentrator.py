@@ -6,6 +6,7 @@ out. The driver owns sockets and timers.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -14,7 +15,7 @@ import msgspec
 from drivers.lorawan import phy
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.semtech_udp import RxPk, TxPk
-from drivers.lorawan.sessions import _KEEP_DEV_NONCES, Session, SessionStore, extend_fcnt
+from drivers.lorawan.sessions import KEEP_DEV_NONCES, Session, SessionStore, extend_fcnt
 
 __all__ = ["Deduplicator", "Heard", "OtaaDevice", "Uplink", "accept_join", "join_txpk", "open_data_frame"]
 
@@ -93,7 +94,7 @@ def accept_join(
     if request.dev_nonce in used:
         # Section 6.2.4: the server ignores a DevNonce the device used before (replayed join).
         raise LoRaWANDecodeError("join_nonce_reused", f"DevNonce {request.dev_nonce}", device=f"lora:{dev_eui}")
-    used = (used + [request.dev_nonce])[-_KEEP_DEV_NONCES:]
+    used = (used + [request.dev_nonce])[-KEEP_DEV_NONCES:]
     app_nonce = int.from_bytes(random_bytes(3), "little")
     # DevAddr = NwkID (7 LSB of NetID) in the 7 MSB | NwkAddr (25 bits), section 6.1.1.
     nwk_addr = int.from_bytes(random_bytes(4), "little") & 0x01FFFFFF
@@ -170,13 +171,25 @@ class Heard(msgspec.Struct, kw_only=True):
 class Deduplicator:
     """Collapses copies of one PHYPayload heard by several gateways within `window` seconds
     (same bytes = same DevAddr, FCnt and payload). Copies after the window closed but within
-    `memory` seconds are still recognised as duplicates, not counted as replays."""
+    `memory` seconds are still recognised as duplicates, not counted as replays.
 
-    def __init__(self, window: float, memory: float = 30.0) -> None:
+    Settled frames are remembered in a dict (lookup) and a queue in settling order (expiry):
+    each `take` drops the expired head of the queue, so every frame costs O(1) however many
+    are remembered, and at most `max_recent` are (the oldest go first; a late copy of one of
+    those is then caught by the frame counter as a replay instead)."""
+
+    def __init__(self, window: float, memory: float = 30.0, max_recent: int = 65536) -> None:
         self.window = window
         self.memory = max(memory, window)
+        self.max_recent = max_recent
         self.pending: dict[bytes, Heard] = {}
         self._recent: dict[bytes, float] = {}
+        self._order: deque[tuple[float, bytes]] = deque()
+
+    @property
+    def remembered(self) -> int:
+        """Settled frames still recognised as duplicates."""
+        return len(self._recent)
 
     def offer(self, raw: bytes, heard: Heard) -> bool:
         """True for the first copy (the caller schedules `take` after the window)."""
@@ -196,12 +209,19 @@ class Deduplicator:
         return False
 
     def take(self, raw: bytes, now: float) -> Heard | None:
+        """The settled frame (None if it was taken already); remembers it for `memory` s."""
         heard = self.pending.pop(raw, None)
         if heard is not None:
             self._recent[raw] = now
-        if len(self._recent) > 4096:
-            cutoff = now - self.memory
-            self._recent = {k: t for k, t in self._recent.items() if t >= cutoff}
+            self._order.append((now, raw))
+        order, recent = self._order, self._recent
+        cutoff = now - self.memory
+        # A clock stepped back leaves newer times ahead of older ones in the queue: those wait
+        # for the head, and max_recent still bounds the memory meanwhile.
+        while order and (order[0][0] < cutoff or len(order) > self.max_recent):
+            settled, old = order.popleft()
+            if recent.get(old) == settled:  # not settled again since (that entry is later)
+                del recent[old]
         return heard
 
 

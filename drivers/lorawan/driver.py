@@ -9,7 +9,7 @@ import contextlib
 import os
 from typing import Any
 
-from drivers.lorawan import Config, concentrator, semtech_udp
+from drivers.lorawan import Config, concentrator, phy, semtech_udp
 from drivers.lorawan.decode import Decoded, decode_ns, decode_payload
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.network_server import parse_iso_time, parse_uplink
@@ -213,6 +213,9 @@ class LoRaWANDriver(Driver[Config]):
             return
         if len(raw) < 12:  # shorter than any data frame or join request
             self._fail(LoRaWANDecodeError("truncated", f"{len(raw)}-byte PHYPayload"))
+            return
+        if len(raw) > phy.MAX_PHY_PAYLOAD:  # not LoRaWAN; refused before dedup holds it
+            self._fail(LoRaWANDecodeError("too_long", f"{len(raw)}-byte PHYPayload"))
             return
         heard = concentrator.Heard(
             rxpk=rxpk, gateway_eui=gateway_eui, received=received, event_ts=self._event_time(rxpk, received)

@@ -23,8 +23,13 @@ import msgspec
 
 from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
+from drivers.lorawan.json_limits import check_json
 
-__all__ = ["NsUplink", "decoded_object_measurements", "parse_iso_time", "parse_uplink"]
+__all__ = ["MAX_UPLINK_BYTES", "NsUplink", "decoded_object_measurements", "parse_iso_time", "parse_uplink"]
+
+# Largest uplink event accepted. Real ones are 1-3 KB (a few gateways in rxInfo, a codec object);
+# 64 KiB leaves room for dozens of gateways and stays far from a memory problem.
+MAX_UPLINK_BYTES: Final = 65536
 
 
 class NsUplink(msgspec.Struct, kw_only=True):
@@ -143,8 +148,10 @@ def _chirpstack_v3(doc: dict[str, Any], received: float) -> NsUplink:
     rssi, snr = _best_link(rx, ("rssi",), ("loRaSNR", "snr"))
     decoded = _dict(doc.get("object"))
     if decoded is None and isinstance(doc.get("objectJSON"), str) and doc["objectJSON"]:
+        text = doc["objectJSON"].encode("utf-8", "replace")
+        check_json(text, max_bytes=MAX_UPLINK_BYTES, what="objectJSON")  # a document inside a string
         try:
-            decoded = _dict(msgspec.json.decode(doc["objectJSON"]))
+            decoded = _dict(msgspec.json.decode(text))
         except (msgspec.DecodeError, UnicodeDecodeError):
             decoded = None
     times = [parse_iso_time(r.get("time")) for r in rx if isinstance(r, dict)] if isinstance(rx, list) else []
@@ -196,6 +203,7 @@ def _detect(doc: dict[str, Any]) -> str:
 
 def parse_uplink(body: bytes, received: float, fmt: str = "auto") -> NsUplink:
     """One MQTT message body -> NsUplink. `fmt` is "auto" or a key of the format table."""
+    check_json(body, max_bytes=MAX_UPLINK_BYTES, what="uplink")
     try:
         doc = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):

@@ -19,8 +19,10 @@ from typing import Any, Final
 import msgspec
 
 from drivers.lorawan.errors import LoRaWANDecodeError
+from drivers.lorawan.json_limits import check_json
 
 __all__ = [
+    "MAX_DATAGRAM",
     "PROTOCOL_VERSION",
     "Datagram",
     "Ident",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 2
+# The largest UDP payload over IPv4 (65,535 - 8 - 20): no real datagram is longer, and this
+# pure parser refuses longer input too, whoever hands it over.
+MAX_DATAGRAM: Final = 65507
 
 
 class Ident(enum.IntEnum):
@@ -110,6 +115,8 @@ _encoder = msgspec.json.Encoder()
 def parse_datagram(data: bytes) -> Datagram:
     if len(data) < 4:
         raise LoRaWANDecodeError("bad_udp", f"{len(data)} bytes, the header has 4")
+    if len(data) > MAX_DATAGRAM:
+        raise LoRaWANDecodeError("json_too_large", f"datagram of {len(data)} bytes, the limit is {MAX_DATAGRAM}")
     version, token, ident = _HEAD.unpack_from(data)
     if version not in (1, PROTOCOL_VERSION):
         raise LoRaWANDecodeError("bad_udp", f"protocol version {version}")
@@ -119,6 +126,7 @@ def parse_datagram(data: bytes) -> Datagram:
         eui = int.from_bytes(data[4:12], "big")
         body = data[12:]
         if ident == Ident.PUSH_DATA:
+            check_json(body, max_bytes=MAX_DATAGRAM, what="PUSH_DATA")
             try:
                 push = _push_decoder.decode(body)
             except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec raises the latter on bad UTF-8
@@ -127,6 +135,7 @@ def parse_datagram(data: bytes) -> Datagram:
         if ident == Ident.TX_ACK:
             error_text = None
             if body.strip(b"\x00 "):
+                check_json(body, max_bytes=MAX_DATAGRAM, what="TX_ACK")
                 try:
                     ack = msgspec.json.decode(body.rstrip(b"\x00"))
                     error_text = str(ack.get("txpk_ack", {}).get("error", "NONE"))
@@ -135,6 +144,7 @@ def parse_datagram(data: bytes) -> Datagram:
             return Datagram(ident, token, eui, tx_error=error_text)
         return Datagram(ident, token, eui)
     if ident == Ident.PULL_RESP:
+        check_json(data[4:], max_bytes=MAX_DATAGRAM, what="PULL_RESP")
         try:
             resp = _resp_decoder.decode(data[4:])
         except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec raises the latter on bad UTF-8

@@ -15,11 +15,14 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["MAX_FCNT_GAP", "Session", "SessionStore", "extend_fcnt"]
+__all__ = ["FILE_MODE", "KEEP_DEV_NONCES", "MAX_FCNT_GAP", "Session", "SessionStore", "extend_fcnt"]
 
 # LoRaWAN 1.0.x section 4.3.1.5: frames more than MAX_FCNT_GAP behind are a 16-bit rollover.
 MAX_FCNT_GAP: Final = 16384
-_KEEP_DEV_NONCES: Final = 256
+# OTAA DevNonces remembered per device to refuse a replayed JoinRequest (section 6.2.4).
+KEEP_DEV_NONCES: Final = 256
+# The file holds session keys (NwkSKey, AppSKey): owner read/write only, whatever the umask.
+FILE_MODE: Final = 0o600
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -108,7 +111,11 @@ class SessionStore:
         with self._write_lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "wb") as handle:
+            # Created 0600 (the umask can only remove bits), and set again in case a temp file
+            # of an older run was left with other bits: the keys are never readable by others.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), FILE_MODE)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

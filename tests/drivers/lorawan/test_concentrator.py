@@ -131,3 +131,59 @@ def test_arbitrary_frames_raise_only_decode_error(raw: bytes) -> None:
             call()
         except LoRaWANDecodeError:
             pass
+
+
+def test_deduplicator_with_10000_recent_frames_counts_duplicates_exactly_and_forgets() -> None:
+    # issue 17: above 4,096 remembered frames every settle rebuilt the whole memory (quadratic).
+    dedup = concentrator.Deduplicator(window=0.2, memory=30.0)
+    frames = [i.to_bytes(4, "big") * 4 for i in range(10_000)]
+
+    def heard(t: float) -> concentrator.Heard:
+        return concentrator.Heard(rxpk=RxPk(data="", rssi=-80.0, lsnr=5.0), gateway_eui=1, received=t, event_ts=t)
+
+    for i, raw in enumerate(frames):
+        t = i * 0.001  # 10,000 frames in 10 s, all within memory
+        assert dedup.offer(raw, heard(t))
+        assert dedup.take(raw, t + 0.2) is not None
+    assert dedup.remembered == 10_000
+    late = sum(not dedup.offer(raw, heard(11.0)) for raw in frames)  # every late copy is a duplicate
+    assert late == 10_000
+    assert dedup.pending == {}
+    dedup.take(b"x", 25.0)  # nothing expired yet: the first frame settled at 0.2 s
+    assert dedup.remembered == 10_000
+    dedup.take(b"x", 35.0)  # memory 30 s: frames settled before 5.0 s are forgotten
+    assert dedup.remembered == 10_000 - 4_800
+    assert dedup.offer(frames[0], heard(35.0))  # forgotten: a new frame (the counter check decides)
+    assert not dedup.offer(frames[-1], heard(35.0))
+
+
+def test_deduplicator_memory_is_bounded_by_count() -> None:
+    dedup = concentrator.Deduplicator(window=0.2, memory=30.0, max_recent=1000)
+    for i in range(5000):
+        raw = i.to_bytes(4, "big")
+        dedup.offer(raw, concentrator.Heard(rxpk=RxPk(data=""), gateway_eui=1, received=0.0, event_ts=0.0))
+        dedup.take(raw, 0.2)
+    assert dedup.remembered == 1000
+    assert not dedup.offer((4999).to_bytes(4, "big"), concentrator.Heard(rxpk=RxPk(data=""), gateway_eui=1,
+                                                                         received=1.0, event_ts=1.0))
+
+
+def test_sessions_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    store = _store(tmp_path)
+    stale = tmp_path / "sessions.tmp"
+    stale.write_bytes(b"left by a killed run")
+    stale.chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        store.flush()
+        first = stat.S_IMODE(store.path.stat().st_mode)
+        store.touch()
+        store.flush()
+        second = stat.S_IMODE(store.path.stat().st_mode)
+    finally:
+        os.umask(old)
+    assert (first, second) == (0o600, 0o600)
+    assert store.writes == 2

@@ -139,3 +139,33 @@ def test_arbitrary_bytes(body: bytes) -> None:
         parse_uplink(body, received=0.0)
     except LoRaWANDecodeError:
         pass
+
+
+DEEP = b"[" * 5000 + b"]" * 5000  # issue 17: fits in 10 KB, gave RecursionError
+
+
+@pytest.mark.parametrize(("body", "cause"), [
+    (DEEP, "json_too_deep"),
+    (b'{"deviceInfo":{"devEui":"0101010101010101"},"object":{"a":' + DEEP + b"}}", "json_too_deep"),
+    (b'{"devEUI":"0202020202020202","objectJSON":"{\\"a\\":' + b"[" * 5000 + b']"}', "json_too_deep"),
+    (b'{"deviceInfo":{"devEui":"0101010101010101"},"x":"' + b"a" * 65536 + b'"}', "json_too_large"),
+])
+def test_nesting_and_size_are_capped(body: bytes, cause: str) -> None:
+    with pytest.raises(LoRaWANDecodeError) as info:
+        parse_uplink(body, received=0.0)
+    assert info.value.cause == cause
+
+
+def test_caps_leave_real_documents_alone() -> None:
+    from drivers.lorawan.json_limits import MAX_JSON_DEPTH
+
+    nested: object = 1
+    for _ in range(MAX_JSON_DEPTH - 2):  # the document and "object" are two levels
+        nested = [nested]
+    brackets = "[" * 40 + "]" * 40  # inside a string: not nesting
+    doc = dict(CS4, object={"temperature": 21.5, "deep": nested, "note": brackets})
+    up = parse_uplink(msgspec.json.encode(doc), received=0.0)
+    assert up.decoded is not None and up.decoded["note"] == brackets
+    with pytest.raises(LoRaWANDecodeError) as info:
+        parse_uplink(msgspec.json.encode(dict(doc, object={"deep": [nested]})), received=0.0)
+    assert info.value.cause == "json_too_deep"

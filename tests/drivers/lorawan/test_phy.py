@@ -128,11 +128,58 @@ def test_cmac_rfc4493_vectors(length: int, mac: str) -> None:
     assert phy.cmac4(RFC4493_KEY, RFC4493_M[:length]).hex() == mac[:8]
 
 
-@given(st.binary(min_size=16, max_size=16), st.binary(max_size=70))
-def test_cmac_matches_the_library(key: bytes, message: bytes) -> None:
-    from cryptography.hazmat.primitives.ciphers import algorithms
-    from cryptography.hazmat.primitives.cmac import CMAC
+def test_longest_frame_is_accepted_and_one_more_byte_is_a_decode_error() -> None:
+    # 255 = MHDR + MACPayload of M = 250 (the largest of the regional maximum payload tables) + MIC
+    longest = phy.build_data_frame(nwk_skey=NWK_SKEY, app_skey=APP_SKEY, dev_addr=1, fcnt32=1, fport=1,
+                                   payload=bytes(phy.MAX_PHY_PAYLOAD - 13))
+    assert len(longest) == phy.MAX_PHY_PAYLOAD
+    frame = phy.parse_data_frame(longest)
+    assert phy.data_mic(NWK_SKEY, longest[:-4], phy.UPLINK, 1, 1) == frame.mic
+    with pytest.raises(ValueError, match="over 255"):
+        phy.build_data_frame(nwk_skey=NWK_SKEY, app_skey=APP_SKEY, dev_addr=1, fcnt32=1, fport=1,
+                             payload=bytes(phy.MAX_PHY_PAYLOAD - 12))
+    with pytest.raises(LoRaWANDecodeError) as info:
+        phy.parse_data_frame(longest[:-4] + b"\0" + longest[-4:])
+    assert info.value.cause == "too_long"
+    with pytest.raises(LoRaWANDecodeError) as info:
+        phy.data_mic(NWK_SKEY, bytes(phy.MAX_PHY_PAYLOAD), phy.UPLINK, 1, 1)  # the MIC block's one-octet length
+    assert info.value.cause == "too_long"
 
-    reference = CMAC(algorithms.AES(key))
-    reference.update(message)
-    assert phy.cmac4(key, message) == reference.finalize()[:4]
+
+@given(st.integers(min_value=0, max_value=600).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
+def test_frames_of_any_length_raise_only_decode_error(body: bytes) -> None:
+    # An uplink MHDR and a DevAddr with a session, so frames of every length reach the MIC
+    # (issue 17: struct.error on frames over 255 bytes).
+    from pathlib import Path
+
+    from drivers.lorawan import concentrator
+    from drivers.lorawan.sessions import Session, SessionStore
+
+    raw = b"\x40\xf1\x7d\xbe\x49" + body
+    store = SessionStore(Path("/nonexistent/never-written.json"))
+    store.put(Session(dev_eui="01", dev_addr=0x49BE7DF1, nwk_skey=NWK_SKEY.hex(), app_skey=APP_SKEY.hex(),
+                      activation="abp"))
+    for candidate in (raw[: len(body)], raw):  # lengths 0..600 and 5..605
+        try:
+            concentrator.open_data_frame(candidate, store)
+        except LoRaWANDecodeError as error:
+            if len(candidate) > phy.MAX_PHY_PAYLOAD:
+                assert error.cause == "too_long"
+
+
+def test_every_length_up_to_600_is_a_frame_or_a_decode_error() -> None:
+    from pathlib import Path
+
+    from drivers.lorawan import concentrator
+    from drivers.lorawan.sessions import Session, SessionStore
+
+    store = SessionStore(Path("/nonexistent/never-written.json"))
+    store.put(Session(dev_eui="01", dev_addr=0x49BE7DF1, nwk_skey=NWK_SKEY.hex(), app_skey=APP_SKEY.hex(),
+                      activation="abp"))
+    causes: dict[str, int] = {}
+    for n in range(601):
+        with pytest.raises(LoRaWANDecodeError) as info:
+            concentrator.open_data_frame((b"\x40\xf1\x7d\xbe\x49\x00\x01\x00" + bytes(600))[:n], store)
+        causes[info.value.cause] = causes.get(info.value.cause, 0) + 1
+    # 0..11 bytes: shorter than MHDR + FHDR + MIC; 12..255: a frame with a wrong MIC; 256..600: too long
+    assert causes == {"truncated": 12, "bad_mic": 244, "too_long": 345}

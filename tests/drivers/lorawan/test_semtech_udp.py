@@ -74,3 +74,21 @@ def test_arbitrary_json_body(body: bytes) -> None:
         su.parse_datagram(b"\x02\x00\x00\x00" + bytes(8) + body)
     except LoRaWANDecodeError:
         pass
+
+
+DEEP = b"[" * 5000 + b"]" * 5000  # issue 17: fits in 10 KB, gave RecursionError
+EUI8 = bytes(8)
+
+
+@pytest.mark.parametrize(("data", "cause"), [
+    (b"\x02\x00\x00\x00" + EUI8 + b'{"rxpk":[],"stat":{"a":' + DEEP + b"}}", "json_too_deep"),
+    (b"\x02\x00\x00\x00" + EUI8 + b'{"rxpk":[{"data":"QAEC","extra":' + DEEP + b"}]}", "json_too_deep"),
+    (b"\x02\x00\x00\x00" + EUI8 + b'{"other":' + DEEP + b"}", "json_too_deep"),
+    (b"\x02\x00\x00\x03" + b'{"txpk":' + DEEP + b"}", "json_too_deep"),
+    (b"\x02\x00\x00\x05" + EUI8 + b'{"txpk_ack":' + DEEP + b"}", "json_too_deep"),
+    (b"\x02\x00\x00\x00" + EUI8 + b'{"rxpk":[{"data":"' + b"A" * su.MAX_DATAGRAM + b'"}]}', "json_too_large"),
+])
+def test_nesting_and_size_are_capped(data: bytes, cause: str) -> None:
+    with pytest.raises(LoRaWANDecodeError) as info:
+        su.parse_datagram(data)
+    assert info.value.cause == cause
