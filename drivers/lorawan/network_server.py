@@ -261,7 +261,7 @@ _LPP_OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
 # per-axis maps {"x": .., "y": .., "z": ..} in G: ChirpStack "accelerometer", TTS "accelerometer_N"
 _AXES: Final = (("x", "acceleration_x"), ("y", "acceleration_y"), ("z", "acceleration_z"))
 _FLAGS: Final = frozenset({"occupancy"})  # catalog 0/1 metrics: any non-zero value is 1
-_CHANNEL_SUFFIX = re.compile(r"^(.*)_(\d{1,3})$")
+_CHANNEL_SUFFIX = re.compile(r"^(.*)_([0-9]{1,3})$")
 
 
 def _number(value: Any) -> float | None:
@@ -277,7 +277,8 @@ def _scaled(metric: str, factor: float, value: float) -> float:
 
 
 def _channel(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 3 else None
+    # ASCII only: str.isdigit() also takes "²", which int() refuses
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
 
 
 def _axes(value: Any, channel: int | None, out: list[Measurement]) -> bool:

@@ -7,6 +7,8 @@ import base64
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.lorawan import concentrator
 from drivers.lorawan import semtech_udp as su
@@ -181,3 +183,25 @@ def test_cayenne_presence_is_a_flag() -> None:
     assert sorted((r.device, r.metric, r.value) for r in decoded.readings) == [
         ("lora:" + EUI, "temperature", pytest.approx(27.1)),
         ("lora:" + EUI + "/1", "occupancy", 1.0), ("lora:" + EUI + "/2", "occupancy", 0.0)]
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["1", "3", "²", "x", "y", "z", "value", "255", "1000"]) | st.text(max_size=4), children,
+        max_size=4),
+    max_leaves=10,
+)
+_keys = st.sampled_from(["temperatureSensor", "humiditySensor", "presenceSensor", "barometer", "accelerometer",
+                         "accelerometer_7", "temperature_3", "presence_²", "pm2_5", "vdd", "Temp"]) | st.text(max_size=8)
+
+
+@given(st.dictionaries(_keys, _values, max_size=6))
+def test_any_decoded_object_gives_measurements_or_counted_keys_only(obj: dict[str, object]) -> None:
+    up = parse_uplink(msgspec.json.encode({"deviceInfo": {"devEui": "0101010101010101"}, "object": obj}),
+                      received=0.0)
+    decoded = decode_ns(up, "", use_decoded=True)
+    assert all(p.cause == "unmapped_key" for p in decoded.problems)
+    assert all(isinstance(r.value, float) for r in decoded.readings)
+    # every key of the object is accounted for: a reading from it, or a counted unmapped key
+    assert len(decoded.problems) <= sum(len(v) if isinstance(v, dict) and v else 1 for v in obj.values())
