@@ -71,6 +71,7 @@ class BleSimulator:
         bluez: PrivateBluez | None = None,
         seed: int = 7,
         require_discovery: bool = True,
+        paused: bool = False,
     ) -> None:
         self.tags = list(tags)
         self.interval = interval
@@ -87,7 +88,10 @@ class BleSimulator:
         self._repeated: dict[str, int] = {}  # deliveries of each tag's current measurement
         self.powered = True
         self.discovering = False
-        self.stall_mode: StallMode | None = None
+        # paused: silent from the start until `resume()`, so a test can start its scanner first
+        # and account for every advertisement.
+        self.stall_mode: StallMode | None = "forever" if paused else None
+        self._round_lock = asyncio.Lock()  # held while a round of advertisements is in flight
         # Active scanning needs StartDiscovery; a passive scan (advertisement monitor) does not.
         self.require_discovery = require_discovery
         self.stalled_ticks = 0
@@ -207,6 +211,13 @@ class BleSimulator:
     def resume(self) -> None:
         self.stall_mode = None
 
+    async def pause(self) -> None:
+        """Stop advertising and return once no advertisement is in flight, so every tag's
+        `sent` and `advertisements` are final until `resume()`."""
+        self.stall_mode = "forever"
+        async with self._round_lock:
+            pass
+
     async def fail_next_discovery_starts(self, count: int) -> None:
         """Make the next `count` StartDiscovery calls fail with org.bluez.Error.InProgress."""
         await self._call(self.adapter_path, _SIM_IFACE, "FailStarts", "i", [count])
@@ -283,7 +294,8 @@ class BleSimulator:
     async def _advertise(self) -> None:
         while True:
             if self.delivering:
-                await asyncio.gather(*(self._advertise_once(tag) for tag in self.tags))
+                async with self._round_lock:
+                    await asyncio.gather(*(self._advertise_once(tag) for tag in self.tags))
             else:
                 self.stalled_ticks += 1
             await asyncio.sleep(self.interval)  # the tags' advertising interval
