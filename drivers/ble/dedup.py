@@ -14,7 +14,21 @@ import os
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Deduplicator", "ReplayGuard"]
+__all__ = ["Deduplicator", "ReplayGuard", "counter_ahead"]
+
+# RFC 1982 serial number arithmetic over BTHome's 32-bit counter (bthome.io/encryption: 4-byte
+# counter; it wraps to 0 after 2^32 - 1).
+_COUNTER_MODULUS: Final = 1 << 32
+_HALF_RANGE: Final = 1 << 31
+
+
+def counter_ahead(counter: int, last: int) -> bool:
+    """True when `counter` comes after `last` in 32-bit serial-number order (RFC 1982 section
+    3.2, SERIAL_BITS = 32): it is 1 to 2^31 - 1 steps ahead, counting across the wrap. So 0
+    follows 2^32 - 1, while a counter behind `last`, equal to it, or exactly half the range
+    away (undefined in RFC 1982) does not. A recorded advertisement could only come "ahead"
+    again after 2^31 newer ones: 68 years at one advertisement per second."""
+    return 0 < (counter - last) % _COUNTER_MODULUS < _HALF_RANGE
 
 
 class Deduplicator:
@@ -37,11 +51,13 @@ class Deduplicator:
 
 
 class ReplayGuard:
-    """Rejects an encrypted BTHome advertisement whose counter did not increase.
+    """Rejects an encrypted BTHome advertisement whose counter is not ahead of the last one.
 
-    bthome.io/encryption leaves replay protection to the receiver: the counter must grow. The
-    last accepted counter per device is persisted (JSON under the driver's state folder), so a
-    gateway restart does not reopen the window for a recorded advertisement.
+    bthome.io/encryption leaves replay protection to the receiver: the counter must grow.
+    "Grow" is `counter_ahead` (serial-number order), so the wrap from 2^32 - 1 to 0 is growth
+    and a tag is not locked out after 4 billion advertisements. The last accepted counter per
+    device is persisted (JSON under the driver's state folder), so a gateway restart neither
+    reopens the window for a recorded advertisement nor forgets where the wrap stands.
     """
 
     FILE_NAME: Final = "bthome_counters.json"
@@ -58,9 +74,9 @@ class ReplayGuard:
                 self._counters = {}  # a damaged file only loses replay history
 
     def check(self, device: str, counter: int) -> bool:
-        """Accept (and remember) `counter` when it is above the last accepted one."""
+        """Accept (and remember) `counter` when it is ahead of the last accepted one."""
         last = self._counters.get(device)
-        if last is not None and counter <= last:
+        if last is not None and not counter_ahead(counter, last):
             return False
         self._counters[device] = counter
         self._dirty = True

@@ -119,7 +119,7 @@ class AdvertisementPipeline:
             if not self.replay.check(device, decoded.counter):
                 raise BleDecodeError(
                     "bthome_replay",
-                    f"counter {decoded.counter} not above {self.replay.last(device)}",
+                    f"counter {decoded.counter} not ahead of {self.replay.last(device)}",
                     device=device,
                 )
         self._last_payload[mac] = payload

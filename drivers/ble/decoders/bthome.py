@@ -2,8 +2,15 @@
 
 Spec: bthome.io/format ("BTHome Device Information", "Sensor data", "Binary sensor data",
 "Events", "Device information" tables) and bthome.io/encryption. `payload` is the service data
-after the UUID: one device-information byte, then objects (id byte + little-endian value), or,
-when encrypted, ciphertext + 4-byte counter + 4-byte MIC.
+after the UUID: one device-information byte, optionally the tag's 6-byte MAC (see below), then
+objects (id byte + little-endian value), or, when encrypted, ciphertext + 4-byte counter +
+4-byte MIC.
+
+Device-information bit 1 says the tag's MAC (6 bytes, least significant first) precedes the
+objects. The bthome.io format page lists the bit as reserved today; the bthome-ble reference
+parser (github.com/Bluetooth-Devices/bthome-ble, src/bthome_ble/parser.py, `_is_mac_included`,
+`_get_payload`, `get_nonce`) reads it, skips the MAC before the objects and, when encrypted,
+builds the nonce from that MAC instead of the advertiser's address. This decoder does the same.
 
 The replay check on the counter needs the previous counter of the device, which is state; it
 lives in `drivers.ble.dedup.ReplayGuard`, this module only returns the counter.
@@ -23,8 +30,11 @@ from gateway.model import Reading
 
 __all__ = ["OBJECTS", "decode", "encrypt"]
 
-# Device information byte: bit 0 encryption, bit 2 trigger-based, bits 5-7 version.
+# Device information byte: bit 0 encryption, bit 1 MAC included (reference parser), bit 2
+# trigger-based, bits 5-7 version.
 _ENCRYPTED: Final = 0x01
+_MAC_INCLUDED: Final = 0x02
+_MAC_LEN: Final = 6
 _VERSION_SHIFT: Final = 5
 _UUID_LE: Final = b"\xd2\xfc"  # 0xFCD2 as transmitted, part of the nonce (bthome.io/encryption)
 _MIC_LEN: Final = 4
@@ -130,10 +140,12 @@ def _nonce(mac: bytes, info: int, counter: bytes) -> bytes:
 
 
 def encrypt(plain_objects: bytes, key: bytes, mac: bytes, counter: int, info: int = 0x41) -> bytes:
-    """Service data of an encrypted BTHome v2 advertisement (used by the simulator and tests)."""
+    """Service data of an encrypted BTHome v2 advertisement (used by the simulator and tests).
+    With the MAC-included bit set in `info`, `mac` is also carried before the ciphertext."""
     counter_bytes = counter.to_bytes(_COUNTER_LEN, "little")
     sealed = _cipher(key).encrypt(_nonce(mac, info, counter_bytes), plain_objects, None)
-    return bytes((info,)) + sealed[:-_MIC_LEN] + counter_bytes + sealed[-_MIC_LEN:]
+    carried = mac[::-1] if info & _MAC_INCLUDED else b""
+    return bytes((info,)) + carried + sealed[:-_MIC_LEN] + counter_bytes + sealed[-_MIC_LEN:]
 
 
 def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, list[Reading], int | None]:
@@ -166,21 +178,28 @@ def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, lis
 
 
 def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None = None) -> Decoded:
-    """Decode BTHome v2 service data. `mac` is the 6-byte address, most significant first."""
+    """Decode BTHome v2 service data. `mac` is the 6-byte advertiser address, most significant
+    first; a MAC carried in the payload (device-information bit 1) takes its place in the nonce."""
     if not payload:
         raise BleDecodeError("bthome_truncated", "empty service data", device=device)
     info = payload[0]
     if info >> _VERSION_SHIFT != 2:
         raise BleDecodeError("bthome_version", f"device information 0x{info:02x} is not v2", device=device)
+    start = 1
+    if info & _MAC_INCLUDED:
+        start += _MAC_LEN
+        if len(payload) < start:
+            raise BleDecodeError("bthome_truncated", "MAC-included flag set, MAC cut short", device=device)
+        mac = payload[1:start][::-1]  # transmitted least significant byte first
     if not info & _ENCRYPTED:
-        packet_id, readings, unknown = _parse_objects(payload[1:], device, ts)
+        packet_id, readings, unknown = _parse_objects(payload[start:], device, ts)
         return Decoded("bthome", packet_id, readings, None, unknown)
     if key is None:
         raise BleDecodeError("bthome_no_key", "encrypted advertisement and no key configured", device=device)
-    if len(payload) < 1 + _COUNTER_LEN + _MIC_LEN:
+    if len(payload) < start + _COUNTER_LEN + _MIC_LEN:
         raise BleDecodeError("bthome_truncated", "encrypted payload shorter than counter + MIC", device=device)
     counter_bytes = payload[-_COUNTER_LEN - _MIC_LEN : -_MIC_LEN]
-    ciphertext = payload[1 : -_COUNTER_LEN - _MIC_LEN]
+    ciphertext = payload[start : -_COUNTER_LEN - _MIC_LEN]
     try:
         plain = _cipher(key).decrypt(_nonce(mac, info, counter_bytes), ciphertext + payload[-_MIC_LEN:], None)
     except InvalidTag:

@@ -47,6 +47,29 @@ def test_bthome_encrypted_published_example() -> None:
     assert _values(decoded) == pytest.approx(v.BTHOME_ENCRYPTED_VALUES)
 
 
+def test_bthome_encrypted_with_mac_included_reference_example() -> None:
+    key = bytes.fromhex(v.BTHOME_KEY)
+    # The nonce takes the MAC carried in the payload: the advertiser address given here is
+    # another one, and the MIC still holds.
+    decoded = bthome.decode(bytes.fromhex(v.BTHOME_MAC_ENCRYPTED), b"\0" * 6, DEVICE, TS, key)
+    assert decoded.counter == v.BTHOME_MAC_ENCRYPTED_COUNTER
+    assert decoded.unknown_object is None and decoded.sequence is None
+    assert _values(decoded) == pytest.approx(v.BTHOME_MAC_ENCRYPTED_VALUES)
+    sealed = bthome.encrypt(bytes.fromhex("02CA0903BF13"), key, bytes.fromhex(v.BTHOME_MAC),
+                            v.BTHOME_MAC_ENCRYPTED_COUNTER, info=0x43)
+    assert sealed.hex().upper() == v.BTHOME_MAC_ENCRYPTED
+
+
+@pytest.mark.parametrize("name", list(v.BTHOME_COUNTER_FRAMES))
+def test_bthome_reference_counter_frames(name: str) -> None:
+    _test, payload, counter = v.BTHOME_COUNTER_FRAMES[name]
+    decoded = bthome.decode(bytes.fromhex(payload), bytes.fromhex(v.BTHOME_MAC), DEVICE, TS,
+                            bytes.fromhex(v.BTHOME_KEY))
+    assert decoded.counter == counter
+    temperature = 25.07 if counter in (0, 2**32 - 1) else 25.06
+    assert _values(decoded) == pytest.approx({"temperature": temperature, "humidity": 50.55})
+
+
 def test_bthome_encrypt_reproduces_published_example() -> None:
     key, mac = bytes.fromhex(v.BTHOME_KEY), bytes.fromhex(v.BTHOME_MAC)
     sealed = bthome.encrypt(bytes.fromhex("02CA0903BF13"), key, mac, v.BTHOME_ENCRYPTED_COUNTER)
@@ -81,11 +104,14 @@ def test_bthome_tampered_ciphertext_fails_mic() -> None:
 @pytest.mark.parametrize(
     "payload,cause",
     [("", "bthome_truncated"), ("20" "02CA09", "bthome_version"), ("40" "02CA", "bthome_truncated"),
-     ("41" "0011", "bthome_truncated"), ("40" "53", "bthome_truncated")],
+     ("41" "0011", "bthome_truncated"), ("40" "53", "bthome_truncated"),
+     ("42" "B2188D38C1", "bthome_truncated"),  # MAC-included flag, 5 of 6 MAC bytes
+     ("43" "A5808FE64854" "00112233F08ECB", "bthome_truncated")],  # MAC, then under counter + MIC
 )
 def test_bthome_bad_frames(payload, cause) -> None:
+    key = b"\1" * 16 if int(payload[:2] or "0", 16) & 1 else None
     with pytest.raises(BleDecodeError) as info:
-        bthome.decode(bytes.fromhex(payload), b"\0" * 6, DEVICE, TS, b"\1" * 16)
+        bthome.decode(bytes.fromhex(payload), b"\0" * 6, DEVICE, TS, key)
     assert info.value.cause == cause
 
 
@@ -138,10 +164,16 @@ def test_bthome_arbitrary_objects_after_v2_header(data: bytes) -> None:
     _only_own_errors(lambda: bthome.decode(b"\x40" + data, b"\0" * 6, DEVICE, TS))
 
 
-@given(st.binary(max_size=20), st.integers(0, 2**32 - 1), st.binary(min_size=16, max_size=16))
-def test_bthome_encrypt_decrypt_round_trip(objects: bytes, counter: int, key: bytes) -> None:
+@given(st.binary(max_size=30))
+def test_bthome_arbitrary_objects_after_mac(data: bytes) -> None:
+    _only_own_errors(lambda: bthome.decode(b"\x42" + data, b"\0" * 6, DEVICE, TS))
+
+
+@given(st.binary(max_size=20), st.integers(0, 2**32 - 1), st.binary(min_size=16, max_size=16),
+       st.sampled_from([0x41, 0x43, 0x45]))
+def test_bthome_encrypt_decrypt_round_trip(objects: bytes, counter: int, key: bytes, info: int) -> None:
     mac = b"\xaa\xbb\xcc\xdd\xee\xff"
-    sealed = bthome.encrypt(objects, key, mac, counter)
+    sealed = bthome.encrypt(objects, key, mac, counter, info=info)
     try:
         decoded = bthome.decode(sealed, mac, DEVICE, TS, key)
     except BleDecodeError as error:

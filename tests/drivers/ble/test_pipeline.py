@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from drivers.ble import Config
 from drivers.ble.decoders import BTHOME_UUID, ENVIRONMENTAL_SENSING_UUID, RUUVI_COMPANY_ID, bthome
-from drivers.ble.dedup import ReplayGuard
+from drivers.ble.dedup import ReplayGuard, counter_ahead
 from drivers.ble.errors import BleDecodeError
 from drivers.ble.pipeline import AdvertisementPipeline, Outcome
 from gateway.config import parse_config
@@ -94,13 +94,72 @@ def test_replay_guard_survives_a_damaged_file(tmp_path: Path) -> None:
     assert guard.check("ble:X", 5) and not guard.check("ble:X", 5) and not guard.check("ble:X", 4)
 
 
+def _reference_frame(name: str) -> dict[str, bytes]:
+    return {BTHOME_UUID: bytes.fromhex(v.BTHOME_COUNTER_FRAMES[name][1])}
+
+
+def test_reference_counter_frames_replay_and_wrap_across_a_restart(tmp_path: Path) -> None:
+    """bthome-ble's counter tests: a higher counter is accepted, a lower one refused, and 0
+    after 2^32 - 1 accepted, here also when a restart falls between the two."""
+    pipeline = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=ReplayGuard(tmp_path), emit_rssi=False)
+    assert pipeline.process(ENC_MAC, {}, _reference_frame("first"), -60, 1.0)[0] == ""
+    assert pipeline.process(ENC_MAC, {}, _reference_frame("next"), -60, 2.0)[0] == ""
+    with pytest.raises(BleDecodeError) as info:
+        pipeline.process(ENC_MAC, {}, _reference_frame("older"), -60, 3.0)
+    assert info.value.cause == "bthome_replay"
+    assert pipeline.replay.last("ble:" + ENC_MAC) == 1122868
+    # 2^32 - 1 is not ahead of 1122868 (it is 1122869 behind it): refused too.
+    with pytest.raises(BleDecodeError) as info:
+        pipeline.process(ENC_MAC, {}, _reference_frame("last before wrap"), -60, 3.5)
+    assert info.value.cause == "bthome_replay"
+
+    # The wrap, as the reference test runs it: a fresh state, 2^32 - 1, (restart), then 0.
+    wrap_state = tmp_path / "wrap"
+    pipeline = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=ReplayGuard(wrap_state), emit_rssi=False)
+    outcome, readings = pipeline.process(ENC_MAC, {}, _reference_frame("last before wrap"), -60, 4.0)
+    assert outcome == "" and len(readings) == 2
+    pipeline.replay.save()
+    restarted = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=ReplayGuard(wrap_state), emit_rssi=False)
+    outcome, readings = restarted.process(ENC_MAC, {}, _reference_frame("wrapped"), -60, 5.0)
+    assert outcome == "" and {r.metric for r in readings} == {"temperature", "humidity"}
+    assert restarted.replay.last("ble:" + ENC_MAC) == 0
+    # After the wrap, the frame from before it is old: refused, also after another restart.
+    restarted.replay.save()
+    again = AdvertisementPipeline(bthome_keys=KEYS, replay_guard=ReplayGuard(wrap_state), emit_rssi=False)
+    with pytest.raises(BleDecodeError) as info:
+        again.process(ENC_MAC, {}, _reference_frame("last before wrap"), -60, 6.0)
+    assert info.value.cause == "bthome_replay"
+
+
+@pytest.mark.parametrize(
+    "counter,last,ahead",
+    [(1, 0, True), (0, 0, False), (0, 1, False), (0, 2**32 - 1, True), (5, 2**32 - 3, True),
+     (2**32 - 1, 0, False), (2**31 - 1, 0, True), (2**31, 0, False), (2**31 + 1, 0, False),
+     (2**32 - 2, 2**32 - 1, False)],
+)
+def test_counter_ahead_is_serial_number_order(counter: int, last: int, ahead: bool) -> None:
+    assert counter_ahead(counter, last) is ahead
+
+
 @given(st.lists(st.integers(0, 2**32 - 1), max_size=30))
-def test_replay_guard_accepts_only_increasing_counters(counters: list[int]) -> None:
+def test_replay_guard_accepts_only_counters_ahead_of_the_last_accepted(counters: list[int]) -> None:
     guard = ReplayGuard()
-    best = -1
+    last: int | None = None
     for counter in counters:
-        assert guard.check("ble:X", counter) == (counter > best)
-        best = max(best, counter)
+        expected = last is None or 0 < (counter - last) % 2**32 < 2**31
+        assert guard.check("ble:X", counter) == expected
+        if expected:
+            last = counter
+        assert guard.last("ble:X") == last
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 2**31 - 1))
+def test_replay_guard_steps_forward_across_the_wrap(start: int, step: int) -> None:
+    guard = ReplayGuard()
+    assert guard.check("ble:X", start)
+    following = (start + step) % 2**32
+    assert guard.check("ble:X", following)  # ahead, wrapped or not
+    assert not guard.check("ble:X", start)  # the earlier one is a replay now
 
 
 def test_config_through_the_gateway_loader() -> None:
