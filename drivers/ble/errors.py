@@ -11,5 +11,5 @@ class BleDecodeError(DecodeError):
     """An advertisement a decoder claimed could not be turned into readings.
 
     Causes: ruuvi_length, ruuvi_format, bthome_version, bthome_truncated, bthome_no_key,
-    bthome_bad_mic, bthome_replay, pvvx_length.
+    bthome_bad_mic, bthome_replay, bthome_unencrypted, pvvx_length.
     """

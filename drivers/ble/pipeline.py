@@ -61,8 +61,9 @@ class AdvertisementPipeline:
         self._last_payload: dict[str, bytes] = {}  # MAC -> last decoded payload
         self.emit_rssi = emit_rssi
         self._count = count or (lambda name: None)
+        self._bthome_decoder = self._bthome  # one bound method, compared by identity per advertisement
         self._service_decoders: dict[str, Callable[[bytes, str, str, float], Decoded]] = {
-            BTHOME_UUID: self._bthome,
+            BTHOME_UUID: self._bthome_decoder,
             ENVIRONMENTAL_SENSING_UUID: self._pvvx,
         }
 
@@ -105,6 +106,16 @@ class AdvertisementPipeline:
                     break
         if decoder is None or payload is None:
             return Outcome.IGNORED, []
+        if decoder is not self._bthome_decoder and mac in self.keys:
+            # A tag with a bind key is heard only through encrypted BTHome; any other format
+            # carrying its address is refused (the BTHome decoder refuses plain BTHome too).
+            payload = service_data.get(BTHOME_UUID)
+            if payload is None:
+                raise BleDecodeError(
+                    "bthome_unencrypted", "unencrypted advertisement from a tag with a bind key",
+                    device="ble:" + mac,
+                )
+            decoder = self._bthome_decoder
         # Fast path: BlueZ re-reports a device for every repeat and every RSSI change, with
         # the same payload; the same bytes cannot be a new measurement, so skip decoding.
         if self._last_payload.get(mac) == payload:

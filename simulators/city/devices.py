@@ -496,7 +496,7 @@ def _ble_readings(fmt: str) -> int:
     from simulators.ble.tags import SimTag
 
     tag = SimTag(fmt, 0)
-    pipeline = AdvertisementPipeline(bthome_keys={tag.mac: tag.key})
+    pipeline = AdvertisementPipeline(bthome_keys={tag.mac: tag.key} if fmt == "bthome_enc" else {})
     manufacturer, service = tag.advertisement()
     _, readings = pipeline.process(tag.mac, manufacturer, service, -60, 0.0)
     return len(readings)

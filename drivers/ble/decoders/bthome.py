@@ -12,6 +12,10 @@ parser (github.com/Bluetooth-Devices/bthome-ble, src/bthome_ble/parser.py, `_is_
 `_get_payload`, `get_nonce`) reads it, skips the MAC before the objects and, when encrypted,
 builds the nonce from that MAC instead of the advertiser's address. This decoder does the same.
 
+A tag with a bind key is trusted only through its encrypted advertisements: given a key, a
+plain advertisement is refused (`bthome_unencrypted`), as the reference parser refuses one
+("encryption downgrade"), so nobody nearby can inject plaintext readings for it.
+
 The replay check on the counter needs the previous counter of the device, which is state; it
 lives in `drivers.ble.dedup.ReplayGuard`, this module only returns the counter.
 """
@@ -179,7 +183,8 @@ def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, lis
 
 def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None = None) -> Decoded:
     """Decode BTHome v2 service data. `mac` is the 6-byte advertiser address, most significant
-    first; a MAC carried in the payload (device-information bit 1) takes its place in the nonce."""
+    first; a MAC carried in the payload (device-information bit 1) takes its place in the nonce.
+    `key` is the tag's bind key: with one, only encrypted advertisements are accepted."""
     if not payload:
         raise BleDecodeError("bthome_truncated", "empty service data", device=device)
     info = payload[0]
@@ -192,6 +197,10 @@ def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None
             raise BleDecodeError("bthome_truncated", "MAC-included flag set, MAC cut short", device=device)
         mac = payload[1:start][::-1]  # transmitted least significant byte first
     if not info & _ENCRYPTED:
+        if key is not None:
+            raise BleDecodeError(
+                "bthome_unencrypted", "plain advertisement from a tag with a bind key", device=device
+            )
         packet_id, readings, unknown = _parse_objects(payload[start:], device, ts)
         return Decoded("bthome", packet_id, readings, None, unknown)
     if key is None:

@@ -93,6 +93,21 @@ def test_bthome_encrypted_rejects(key, mac, cause) -> None:
     assert info.value.cause == cause
 
 
+def test_bthome_plain_frame_from_a_tag_with_a_bind_key_is_refused() -> None:
+    """bthome-ble test_encryption_no_key_needed / test_encryption_downgrade_fails."""
+    payload, mac = bytes.fromhex(v.BTHOME_DOWNGRADE_PLAIN), bytes.fromhex(v.BTHOME_DOWNGRADE_MAC)
+    decoded = bthome.decode(payload, mac, DEVICE, TS)
+    assert decoded.counter is None and decoded.sequence is None
+    assert _values(decoded) == pytest.approx(v.BTHOME_DOWNGRADE_VALUES)
+    with pytest.raises(BleDecodeError) as info:
+        bthome.decode(payload, mac, DEVICE, TS, bytes.fromhex(v.BTHOME_DOWNGRADE_KEY))
+    assert info.value.cause == "bthome_unencrypted" and info.value.device == DEVICE
+    # The MAC-included plain form is refused the same way.
+    with pytest.raises(BleDecodeError) as info:
+        bthome.decode(bytes.fromhex(v.BTHOME[-1][2]), mac, DEVICE, TS, bytes.fromhex(v.BTHOME_DOWNGRADE_KEY))
+    assert info.value.cause == "bthome_unencrypted"
+
+
 def test_bthome_tampered_ciphertext_fails_mic() -> None:
     payload = bytearray(bytes.fromhex(v.BTHOME_ENCRYPTED))
     payload[2] ^= 0x01

@@ -70,10 +70,12 @@ async def test_every_format_end_to_end_into_windows(simulator, harness) -> None:
     assert records[("ble:" + tags[0].mac, "battery_voltage")].kind == "gauge"
 
 
-async def test_encrypted_bthome_right_wrong_missing_key_and_replay(simulator, harness) -> None:
+async def test_encrypted_bthome_right_wrong_missing_key_plain_and_replay(simulator, harness) -> None:
     right, wrong, missing = (SimTag("bthome_enc", i) for i in range(3))
-    sim = await simulator([right, wrong, missing], interval=0.1, repeats=2)
-    harness.start(bthome_keys={right.mac: DEFAULT_KEY.hex(), wrong.mac: WRONG_KEY}, stall_timeout=30)
+    plain = SimTag("bthome", 0)  # plaintext BTHome from a MAC that has a bind key: refused
+    sim = await simulator([right, wrong, missing, plain], interval=0.1, repeats=2)
+    keys = {right.mac: DEFAULT_KEY.hex(), wrong.mac: WRONG_KEY, plain.mac: DEFAULT_KEY.hex()}
+    harness.start(bthome_keys=keys, stall_timeout=30)
     await async_wait_for(lambda: len(right.sent) >= 3, timeout=15, what="3 measurements")
     await sim.pause()
     errors = harness.ctx.decode_errors
@@ -82,13 +84,14 @@ async def test_encrypted_bthome_right_wrong_missing_key_and_replay(simulator, ha
         # A refused advertisement is never remembered, so each repeat is refused again.
         return (_complete(harness, [right])
                 and errors.get("bthome_bad_mic", 0) == wrong.advertisements
-                and errors.get("bthome_no_key", 0) == missing.advertisements)
+                and errors.get("bthome_no_key", 0) == missing.advertisements
+                and errors.get("bthome_unencrypted", 0) == plain.advertisements)
 
     await async_wait_for(all_handled, timeout=15, what="every advertisement handled")
     assert [m["temperature"] for m in right.sent] == [r.value for r in harness.of(right.mac, "temperature")]
-    assert harness.of(wrong.mac) == [] and harness.of(missing.mac) == []
-    assert set(errors) == {"bthome_bad_mic", "bthome_no_key"}
-    assert wrong.advertisements == missing.advertisements == right.advertisements >= 5
+    assert harness.of(wrong.mac) == [] and harness.of(missing.mac) == [] and harness.of(plain.mac) == []
+    assert set(errors) == {"bthome_bad_mic", "bthome_no_key", "bthome_unencrypted"}
+    assert wrong.advertisements == missing.advertisements == plain.advertisements == right.advertisements >= 5
 
     # Replay: a correctly encrypted advertisement with an old counter is refused.
     before = len(harness.of(right.mac))

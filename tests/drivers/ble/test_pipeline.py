@@ -88,6 +88,28 @@ def test_encrypted_repeat_is_duplicate_and_older_counter_is_replay(tmp_path: Pat
     assert restarted.process(ENC_MAC, {}, {BTHOME_UUID: newer}, -60, 5.0)[0] == ""
 
 
+def test_tag_with_a_bind_key_accepts_only_encrypted_bthome() -> None:
+    counted: list[str] = []
+    pipeline = AdvertisementPipeline(bthome_keys=KEYS, count=counted.append)
+    plain_bthome = {BTHOME_UUID: bytes.fromhex("40" "02CA09")}
+    pvvx_frame = {ENVIRONMENTAL_SENSING_UUID: bytes.fromhex(v.PVVX[0][2])}
+    refused = [({}, plain_bthome), ({}, pvvx_frame), ({RUUVI_COMPANY_ID: RUUVI}, {})]
+    for attempt in range(2):  # refused every time, never remembered as the tag's last payload
+        for manufacturer, service in refused:
+            with pytest.raises(BleDecodeError) as info:
+                pipeline.process(ENC_MAC.lower(), manufacturer, service, -60, 1.0 + attempt)
+            assert info.value.cause == "bthome_unencrypted" and info.value.device == "ble:" + ENC_MAC
+    # Its encrypted advertisement is accepted, also beside service data of another format.
+    encrypted = {ENVIRONMENTAL_SENSING_UUID: bytes.fromhex(v.PVVX[0][2]),
+                 BTHOME_UUID: bytes.fromhex(v.BTHOME_ENCRYPTED)}
+    outcome, readings = pipeline.process(ENC_MAC, {}, encrypted, -60, 3.0)
+    assert outcome == "" and {r.metric for r in readings} == {"temperature", "humidity", "rssi"}
+    # A tag without a key still gets plain BTHome and pvvx through.
+    assert pipeline.process("A4:C1:38:00:00:01", {}, plain_bthome, -60, 4.0)[0] == ""
+    assert pipeline.process("A4:C1:38:12:34:56", {}, pvvx_frame, -60, 4.0)[0] == ""
+    assert counted == []
+
+
 def test_replay_guard_survives_a_damaged_file(tmp_path: Path) -> None:
     (tmp_path / ReplayGuard.FILE_NAME).write_text("{not json")
     guard = ReplayGuard(tmp_path)

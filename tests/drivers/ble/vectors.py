@@ -133,6 +133,14 @@ BTHOME_COUNTER_FRAMES = {
     "wrapped": ("test_reset_encryption_counter", "41DE40B50E676600000000D7CB95DE", 0),
 }
 
+# Encryption downgrade: test_encryption_no_key_needed / test_encryption_downgrade_fails, a plain
+# pressure frame (1008.83 hPa) from A4:C1:38:8D:18:B2, accepted without a key and refused when
+# the tag has the bind key below.
+BTHOME_DOWNGRADE_KEY = "814aac74c4f17b6c1581e1ab87816b99"
+BTHOME_DOWNGRADE_MAC = "A4C1388D18B2"
+BTHOME_DOWNGRADE_PLAIN = "40" "04138A01"
+BTHOME_DOWNGRADE_VALUES = {"pressure": 100883.0}
+
 # pvvx and atc1441 publish field layouts, not example frames. These frames are built by hand
 # from the README tables (github.com/pvvx/ATC_MiThermometer "Custom format (all data
 # little-endian)"; github.com/atc1441/ATC_MiThermometer "Advertising format of the custom
