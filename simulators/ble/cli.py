@@ -42,6 +42,9 @@ async def _run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"edge-gateway-sim ble: unknown formats {unknown}; known: {', '.join(FORMATS)}")
         return 2
+    if not 1 <= args.tags <= 256:
+        print("edge-gateway-sim ble: --tags is per format, 1 to 256 (one MAC byte holds the index)")
+        return 2
     tags = make_tags(args.tags, formats, bytes.fromhex(args.bthome_key))
     sim = BleSimulator(tags, interval=args.interval, repeats=args.repeats, require_discovery=not args.passive)
     stop = asyncio.Event()
@@ -61,8 +64,9 @@ async def _run(args: argparse.Namespace) -> int:
         measurements = sum(len(t.sent) for t in tags)
         print(f"sent advertisements={sim.advertisements_sent} measurements={measurements} "
               f"discovery_starts={sim.discovery_starts} power_cycles={sim.power_cycles} "
-              f"stalled_ticks={sim.stalled_ticks}", flush=True)
-    return 0
+              f"stalled_ticks={sim.stalled_ticks} late_rounds={sim.late_rounds} "
+              f"slowest_round={sim.slowest_round:.3f}s errors={dict(sim.errors)}", flush=True)
+    return 1 if sim.errors else 0
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,14 @@ The template's AddDevice types ManufacturerData/ServiceData wrongly, so devices 
 AddObject and explicitly typed dictionaries (design.md). Advertisements flow only while the
 adapter is powered and discovering (active scan) like real BlueZ.
 
+Many tags: a round of advertisements is one task per tag, but at most `max_in_flight` D-Bus
+calls are outstanding at a time. dbus-fast (5.2) treats a full socket send buffer as fatal:
+`_MessageWriter.write_callback` lets the BlockingIOError (EAGAIN) of `socket.send` escape and
+the bus closes itself. An unbounded gather over ~160+ tags queued enough calls at once to fill
+the buffer while dbus-daemon and the mock caught up. A failed call is still survived: it is
+counted in `errors` by exception type (the tag's advertisement is not counted as sent), the
+connection is reopened when it died, and the next round goes on.
+
 Stall modes, for the gateway's recovery: "scanner" stops advertisements until discovery is
 restarted (StopDiscovery + StartDiscovery), "adapter" until the adapter is power-cycled
 (Powered false -> true), "forever" until `resume()`.
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
@@ -33,6 +43,8 @@ from simulators.ble.tags import SimTag
 __all__ = ["BleSimulator", "StallMode"]
 
 StallMode = Literal["scanner", "adapter", "forever"]
+
+_log = logging.getLogger(__name__)
 
 _MOCK: Final = "org.freedesktop.DBus.Mock"
 _BLUEZ_MOCK: Final = "org.bluez.Mock"
@@ -72,6 +84,7 @@ class BleSimulator:
         seed: int = 7,
         require_discovery: bool = True,
         paused: bool = False,
+        max_in_flight: int = 32,
     ) -> None:
         self.tags = list(tags)
         self.interval = interval
@@ -92,6 +105,11 @@ class BleSimulator:
         # and account for every advertisement.
         self.stall_mode: StallMode | None = "forever" if paused else None
         self._round_lock = asyncio.Lock()  # held while a round of advertisements is in flight
+        # Bounds the D-Bus calls queued on the connection (see the module docstring).
+        self._in_flight = asyncio.Semaphore(max(1, max_in_flight))
+        self.errors: Counter[str] = Counter()  # failed advertisements by exception type
+        self.late_rounds = 0  # rounds that ended after the next one was due
+        self.slowest_round = 0.0  # seconds
         # Active scanning needs StartDiscovery; a passive scan (advertisement monitor) does not.
         self.require_discovery = require_discovery
         self.stalled_ticks = 0
@@ -111,11 +129,14 @@ class BleSimulator:
     # -- D-Bus plumbing ---------------------------------------------------------------------
 
     async def _call(self, path: str, interface: str, member: str, signature: str = "", body: list[Any] | None = None) -> Any:
-        assert self._bus is not None
-        reply = await self._bus.call(
-            Message(destination="org.bluez", path=path, interface=interface, member=member,
-                    signature=signature, body=body or [])
-        )
+        async with self._in_flight:
+            bus = self._bus
+            if bus is None or not bus.connected:
+                raise ConnectionError("simulator's D-Bus connection is closed")
+            reply = await bus.call(
+                Message(destination="org.bluez", path=path, interface=interface, member=member,
+                        signature=signature, body=body or [])
+            )
         if reply.message_type == MessageType.ERROR:
             raise RuntimeError(f"{interface}.{member} on {path}: {reply.error_name} {reply.body}")
         return reply.body
@@ -123,17 +144,21 @@ class BleSimulator:
     async def start(self) -> None:
         if self._owns_bluez:
             await self.bluez.start()
-        self._bus = await MessageBus(bus_address=self.bluez.address).connect()
+        await self._connect()
         await self._add_adapter()
-        self._bus.add_message_handler(self._on_signal)
+        self._task = asyncio.create_task(self._advertise(), name="ble-sim-advertise")
+
+    async def _connect(self) -> None:
+        """Open the simulator's connection and follow the adapter's property changes on it."""
+        bus = await MessageBus(bus_address=self.bluez.address).connect()
+        bus.add_message_handler(self._on_signal)
         match = (f"type='signal',interface='{_PROPS}',member='PropertiesChanged',"
                  f"path='{self.adapter_path}'")
-        assert self._bus is not None
-        await self._bus.call(
+        await bus.call(
             Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                     interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[match])
         )
-        self._task = asyncio.create_task(self._advertise(), name="ble-sim-advertise")
+        self._bus = bus
 
     async def _add_adapter(self) -> None:
         await self._call("/org/bluez", _BLUEZ_MOCK, "AddAdapter", "ss", [self.adapter_name, "edge-gateway-sim"])
@@ -218,6 +243,12 @@ class BleSimulator:
         async with self._round_lock:
             pass
 
+    def drop_connection(self) -> None:
+        """Close the simulator's own D-Bus connection, the way dbus-fast closes it on an error:
+        the next round's advertisements fail, are counted in `errors`, and it reconnects."""
+        if self._bus is not None:
+            self._bus.disconnect()
+
     async def fail_next_discovery_starts(self, count: int) -> None:
         """Make the next `count` StartDiscovery calls fail with org.bluez.Error.InProgress."""
         await self._call(self.adapter_path, _SIM_IFACE, "FailStarts", "i", [count])
@@ -291,11 +322,39 @@ class BleSimulator:
             repeated = 0
         self._repeated[tag.mac] = repeated
 
+    async def _round(self) -> None:
+        """One advertisement of every tag; a failure is counted, never ends the simulator."""
+        results = await asyncio.gather(*(self._advertise_once(tag) for tag in self.tags), return_exceptions=True)
+        failed = [result for result in results if isinstance(result, BaseException)]
+        for error in failed:
+            if not isinstance(error, Exception):
+                raise error  # cancellation and the like
+            cause = type(error).__name__
+            if not self.errors[cause]:
+                _log.warning("BLE simulator: advertisement failed (logged once per cause): %r", error)
+            self.errors[cause] += 1
+        if failed and (self._bus is None or not self._bus.connected):
+            with contextlib.suppress(OSError, EOFError):
+                await self._connect()
+
     async def _advertise(self) -> None:
+        # Rounds start on a fixed timetable (start + k * interval), so the time a round takes
+        # does not stretch the advertising interval; a round that ends past the next start is
+        # counted in `late_rounds` and the next one starts at once (no burst to catch up).
+        loop = asyncio.get_running_loop()
+        next_start = loop.time()
         while True:
             if self.delivering:
                 async with self._round_lock:
-                    await asyncio.gather(*(self._advertise_once(tag) for tag in self.tags))
+                    began = loop.time()
+                    await self._round()
+                    self.slowest_round = max(self.slowest_round, loop.time() - began)
             else:
                 self.stalled_ticks += 1
-            await asyncio.sleep(self.interval)  # the tags' advertising interval
+            next_start += self.interval
+            delay = next_start - loop.time()
+            if delay < 0:
+                self.late_rounds += 1
+                next_start = loop.time()
+                delay = 0.0
+            await asyncio.sleep(delay)  # until the next advertising interval starts

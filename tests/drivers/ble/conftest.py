@@ -84,3 +84,5 @@ async def simulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[.
     finally:
         for sim in started:
             await sim.stop()
+    # A failed advertisement is counted by the simulator, never silent: no test may have any.
+    assert [dict(sim.errors) for sim in started] == [{} for _ in started]
