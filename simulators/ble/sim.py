@@ -122,6 +122,11 @@ class BleSimulator:
         return self.bluez.address
 
     @property
+    def advertising(self) -> bool:
+        """The advertising task is alive (paused or not): nothing has ended it."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def delivering(self) -> bool:
         scanning = self.discovering or not self.require_discovery
         return self.powered and scanning and self.stall_mode is None
