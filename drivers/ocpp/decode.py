@@ -32,8 +32,11 @@ __all__ = [
     "STATUS_SEVERITY",
     "Frame",
     "OcppDecodeError",
+    "MAX_DEPTH",
+    "MAX_FRAME_BYTES",
     "call_error_frame",
     "decode_call",
+    "encode_frame",
     "device_id",
     "meter_readings",
     "parse_frame",
@@ -69,14 +72,52 @@ _json_encode = msgspec.json.Encoder().encode
 
 # Message ids are at most 36 characters (2.0.1 Part 4 section 4.1.3 "MessageId").
 _MAX_MESSAGE_ID = 36
+# Deepest nesting a frame may have. The deepest OCPP 1.6/2.0.1 message (a 2.0.1
+# SetChargingProfile: frame > payload > profile > schedule > period list > period, plus
+# customData) nests under 12 levels; 32 leaves room for vendors' customData and keeps every later
+# walk of the payload (validation, logging) far from Python's recursion limit.
+MAX_DEPTH: Final = 32
+# Largest frame parse_frame accepts; the transport refuses larger ones first (max_message_bytes,
+# at most 16 MiB in the config), this bounds callers that get text another way.
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 
-def parse_frame(text: str | bytes) -> Frame:
-    """Split a frame into its parts; raises OcppDecodeError with cause and, if readable, id."""
+def _too_deep(message: Any) -> bool:
+    """True if containers nest deeper than MAX_DEPTH (iterative: no recursion on field data)."""
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, (list, dict)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _decode_json(text: str | bytes) -> Any:
+    """JSON text to Python values, with the size and depth caps; OcppDecodeError otherwise."""
+    if len(text) > MAX_FRAME_BYTES:
+        raise OcppDecodeError("too_large", f"{len(text)} bytes")
     try:
         message = _json_decode(text)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise OcppDecodeError("not_json", str(error)[:80]) from None
+    except RecursionError:  # msgspec's own guard, far deeper than MAX_DEPTH
+        raise OcppDecodeError("too_deep", f"nesting deeper than {MAX_DEPTH}") from None
+    # Cheap pre-test: fewer opening brackets than the cap cannot nest deeper than it.
+    if isinstance(message, (list, dict)):
+        brackets = text.count("[") + text.count("{") if isinstance(text, str) else (
+            text.count(b"[") + text.count(b"{"))
+        if brackets > MAX_DEPTH and _too_deep(message):
+            raise OcppDecodeError("too_deep", f"nesting deeper than {MAX_DEPTH}")
+    return message
+
+
+def parse_frame(text: str | bytes) -> Frame:
+    """Split a frame into its parts; raises OcppDecodeError with cause and, if readable, id."""
+    message = _decode_json(text)
     if not isinstance(message, list) or len(message) < 3:
         raise OcppDecodeError("not_an_rpc_array", "expected [type, id, ...]")
     kind, message_id = message[0], message[1]
@@ -104,13 +145,18 @@ def readable_message_id(text: str | bytes) -> str:
     the id "-1".
     """
     try:
-        message = _json_decode(text)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        message = _decode_json(text)
+    except OcppDecodeError:
         return "-1"
     if isinstance(message, list) and len(message) > 1 and isinstance(message[1], str):
         if 0 < len(message[1]) <= _MAX_MESSAGE_ID:
             return message[1]
     return "-1"
+
+
+def encode_frame(message: list[Any]) -> str:
+    """A frame as compact JSON text (OCPP-J frames are WebSocket text messages)."""
+    return _json_encode(message).decode()
 
 
 def call_error_frame(message_id: str, code: str, description: str, details: dict[str, Any]) -> str:

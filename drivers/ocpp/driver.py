@@ -14,7 +14,7 @@ from drivers.ocpp.decode import V16, V201
 from drivers.ocpp.mirror import Mirror
 from drivers.ocpp.proxy import ProxySession
 from drivers.ocpp.proxy import poll as proxy_poll
-from drivers.ocpp.session import SESSIONS
+from drivers.ocpp.session import SESSIONS, EndpointSettings
 from drivers.ocpp.session import poll as endpoint_poll
 from drivers.ocpp.transport import (
     Admission,
@@ -41,6 +41,10 @@ class OcppDriver(Driver[Config]):
         self.connected: dict[str, ServerConnection] = {}
         self._mirrors: dict[str, Mirror] = {}  # bounded by the ids admission lets in
         self._server: Any = None
+        self._endpoint = EndpointSettings(
+            ctx, heartbeat_interval=config.heartbeat_interval, call_timeout=config.call_timeout,
+            frame_rate=0.0, frame_burst=1,
+        )
 
     async def run(self) -> None:
         config = self.config
@@ -86,7 +90,16 @@ class OcppDriver(Driver[Config]):
     async def _serve_charge_point(self, connection: ServerConnection) -> None:
         ctx = self.ctx
         protocol = connection.subprotocol or ""
-        ident = charge_point_id(connection.request.path if connection.request else "", self.config.path_prefix)
+        request, response = connection.request, connection.response
+        ident = charge_point_id(request.path if request else "", self.config.path_prefix)
+        authorization = request.headers.get("Authorization") if request else None
+        # websockets keeps both handshakes' headers for the life of the connection (~4 KiB);
+        # nothing reads them after this point, so they are emptied (issue 12: memory per
+        # connected charge point).
+        if request is not None:
+            request.headers.clear()
+        if response is not None:
+            response.headers.clear()
         if ident is None or protocol not in _VERSIONS:  # admission and negotiation prevent this
             await connection.close(1002, "unsupported")
             return
@@ -107,18 +120,17 @@ class OcppDriver(Driver[Config]):
             if self.config.upstream_url:
                 proxy = ProxySession(
                     ctx=ctx, downstream=connection, charge_point=ident, protocol=protocol,
-                    upstream_url=self.config.upstream_url, mirror=mirror, settings=self.config,
+                    authorization=authorization, upstream_url=self.config.upstream_url, mirror=mirror, settings=self.config,
                 )
                 if self.config.poll_interval:
                     poller = asyncio.ensure_future(proxy_poll(proxy, self.config.poll_interval))
                 await proxy.run()
             else:
-                session = SESSIONS[protocol](ident, connection, response_timeout=self.config.call_timeout)
-                session.setup(ctx, mirror, self.config.heartbeat_interval)
+                session = SESSIONS[protocol](ident, connection, mirror, self._endpoint)
                 if self.config.poll_interval:
-                    poller = asyncio.ensure_future(endpoint_poll(session, mirror, self.config.poll_interval))
+                    poller = asyncio.ensure_future(endpoint_poll(session, self.config.poll_interval))
                 try:
-                    await session.start()
+                    await session.run()
                 except ConnectionClosed:
                     pass  # the normal end of a session
                 except Exception as error:  # one charge point's failure never ends the others

@@ -74,6 +74,7 @@ class ProxySession:
         downstream: ServerConnection,
         charge_point: str,
         protocol: str,
+        authorization: str | None,
         upstream_url: str,
         mirror: Mirror,
         settings: Any,
@@ -87,7 +88,7 @@ class ProxySession:
         self.mirror = mirror
         self.settings = settings
         self.heartbeat_interval = settings.heartbeat_interval
-        self.authorization = downstream.request.headers.get("Authorization") if downstream.request else None
+        self.authorization = authorization  # the charge point's, passed on to the CSMS
         self.upstream: ClientConnection | None = None
         self._gate = asyncio.Lock()  # one outstanding CALL towards the charge point
         self._gate_owner: str | None = None

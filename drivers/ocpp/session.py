@@ -1,13 +1,22 @@
 """Endpoint mode: the gateway is the charge point's central system.
 
-Thin sessions on the `ocpp` package: `@on(Action.X)` handlers only build the answers; schema
-validation stays on. Readings come from the raw (camelCase) payload through the shared `Mirror`
-once the call validated and was answered. Two corrections to the package, both per the spec:
-- malformed frames are answered with a CALLERROR (the package only logs them), with id "-1"
-  when the id cannot be read (2.0.1 Part 4 section 4.2.3);
+Thin sessions with their own routing: `@on("Action")` handlers build the answer as a wire
+(camelCase) dict; the route table is built once per session class, with the request and response
+validators compiled once per action from the published JSON schemas (`schemas.py`). Every
+message is validated exactly once, in both directions: the CALLs a charge point sends and the
+answers the gateway returns to them, the gateway's own CALLs (TriggerMessage) and the charge
+point's answers to those. Readings come from the raw payload through the shared `Mirror` once
+the call validated and was answered.
+
+Per the specifications:
+- malformed frames are answered with a CALLERROR, with id "-1" when the id cannot be read
+  (2.0.1 Part 4 section 4.2.3);
 - 1.6 spells two error codes differently (OCPP-J 1.6 section 4.2.3 and its errata:
   FormationViolation, OccurenceConstraintViolation), and NotImplemented/NotSupported mean
-  "action unknown" / "known but not handled" (both specifications, table "Valid Error Codes").
+  "action unknown" / "known but not handled" (both specifications, table "Valid Error Codes");
+- one outstanding CALL per direction (1.6 section 4.1.1, 2.0.1 Part 4 section 4.1.1): the
+  gateway's own CALLs pass one at a time, and a CALLRESULT/CALLERROR that answers none of them is
+  counted and dropped (nothing queues it).
 """
 
 from __future__ import annotations
@@ -15,27 +24,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-
-from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
-from ocpp.exceptions import OCPPError
-from ocpp.messages import (
-    Call,
-    CallError,
-    CallResult,
-    _validate_payload,  # the package's schemas and error mapping, no thread hop
-)
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint as ChargePoint16
-from ocpp.v16 import call as call16
-from ocpp.v16 import call_result as result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201 import ChargePoint as ChargePoint201
-from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as result201
-from ocpp.v201.enums import Action as Action201
+from typing import Any, ClassVar, NamedTuple
 
 from drivers.ocpp.decode import (
     CALL,
@@ -44,30 +35,62 @@ from drivers.ocpp.decode import (
     V201,
     OcppDecodeError,
     call_error_frame,
+    encode_frame,
     parse_frame,
     readable_message_id,
 )
 from drivers.ocpp.mirror import Mirror
+from drivers.ocpp.schemas import (
+    REQUEST,
+    RESPONSE,
+    PayloadError,
+    Validator,
+    known_actions,
+    validator,
+)
+from drivers.ocpp.transport import ServerConnection
 from gateway.driver import DriverContext
 
-__all__ = ["FRAME_ERROR_CODES", "Session16", "Session201", "error_code", "utc_now"]
+__all__ = [
+    "FRAME_ERROR_CODES",
+    "SESSIONS",
+    "EndpointSettings",
+    "Route",
+    "Session16",
+    "Session201",
+    "error_code",
+    "on",
+    "poll",
+    "utc_now",
+]
 
 # decode cause -> (1.6 code, 2.0.1 code). 2.0.1 Part 4 section 4.3 has RpcFrameworkError for
 # "not a valid RPC request" and MessageTypeNotSupported; 1.6 has only FormationViolation.
 FRAME_ERROR_CODES: dict[str, tuple[str, str]] = {
     "not_json": ("FormationViolation", "RpcFrameworkError"),
+    "too_deep": ("FormationViolation", "RpcFrameworkError"),
+    "too_large": ("FormationViolation", "RpcFrameworkError"),
     "not_an_rpc_array": ("FormationViolation", "RpcFrameworkError"),
     "bad_message_id": ("FormationViolation", "RpcFrameworkError"),
     "bad_call": ("FormationViolation", "FormatViolation"),
     "bad_message_type": ("FormationViolation", "MessageTypeNotSupported"),
 }
-# The package's code -> the spelling this version's specification uses.
+# The 2.0.1 spelling -> the spelling this version's specification uses.
 _SPELLING: dict[str, dict[str, str]] = {
     V16: {
         "FormatViolation": "FormationViolation",
         "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
     },
     V201: {"OccurrenceConstraintViolation": "OccurenceConstraintViolation"},
+}
+# errorDescription per code (the specifications' table "Valid Error Codes", shortened).
+_DESCRIPTIONS: dict[str, str] = {
+    "NotImplemented": "Requested Action is not known by receiver",
+    "NotSupported": "Requested Action is recognized but not supported by the receiver",
+    "InternalError": "An internal error occurred and the receiver was not able to process the Action",
+    "FormatViolation": "Payload for Action is syntactically incorrect",
+    "TypeConstraintViolation": "Payload for Action violates data type constraints",
+    "ProtocolError": "Payload for Action is incomplete",
 }
 
 
@@ -79,230 +102,327 @@ def utc_now(clock: Callable[[], float]) -> str:
     return datetime.fromtimestamp(clock(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def on(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a session method as the handler of one action (read once, when the class is made)."""
+
+    def mark(handler: Callable[..., Any]) -> Callable[..., Any]:
+        handler.ocpp_action = action  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+class Route(NamedTuple):
+    handler: Callable[[Any, dict[str, Any]], dict[str, Any]]
+    check_request: Validator
+    check_response: Validator
+
+
+class EndpointSettings:
+    """What every session of one driver shares (one object per driver, not per connection)."""
+
+    __slots__ = ("ctx", "heartbeat_interval", "call_timeout", "frame_rate", "frame_burst")
+
+    def __init__(self, ctx: DriverContext, *, heartbeat_interval: int, call_timeout: float,
+                 frame_rate: float, frame_burst: int) -> None:
+        self.ctx = ctx
+        self.heartbeat_interval = heartbeat_interval
+        self.call_timeout = call_timeout
+        # Token bucket of frames from one charge point: `frame_rate` per second, `frame_burst`
+        # at once; 0 turns the limit off.
+        self.frame_rate = frame_rate
+        self.frame_burst = frame_burst
+
+
+class _Pending(NamedTuple):
+    message_id: str
+    action: str
+    answer: asyncio.Future[Any]
+
+
+# Close code for a charge point that exceeds the frame rate: 1008 "policy violation" (RFC 6455
+# section 7.4.1).
+CLOSE_FLOOD = 1008
+
+
 class _Session:
-    """What both versions share; mixed in before the package's ChargePoint class."""
+    """One connected charge point: its connection, its mirror and at most one pending CALL."""
+
+    __slots__ = ("ident", "connection", "mirror", "settings", "_pending", "_lock", "_tokens", "_refilled")
 
     version: ClassVar[str]
-    known_actions: ClassVar[frozenset[str]]
-    # provided by the ocpp package's ChargePoint this is mixed into
-    id: str
-    route_map: dict[str, Any]
-    _ocpp_version: str
-    _response_queue: asyncio.Queue[Any]
-    _send: Callable[[str], Awaitable[None]]
+    routes: ClassVar[dict[str, Route]] = {}
+    known_actions: ClassVar[frozenset[str]] = frozenset()
+    # The gateway's own CALLs (TriggerMessage): their request/response validators.
+    outgoing: ClassVar[dict[str, tuple[Validator, Validator]]] = {}
     # 1.6 transaction ids the endpoint hands out: seeded from the clock so ids after a gateway
     # restart do not repeat the previous run's (a 32-bit integer until 2038).
     _transaction_ids: ClassVar[itertools.count[int]] = itertools.count(int(time.time()))
+    _call_ids: ClassVar[itertools.count[int]] = itertools.count(1)
 
-    def setup(self, ctx: DriverContext, mirror: Mirror, heartbeat_interval: int) -> None:
-        self.ctx = ctx
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        routes: dict[str, Route] = {}
+        for member in vars(cls).values():
+            action = getattr(member, "ocpp_action", None)
+            if action is not None:
+                routes[action] = Route(member, validator(cls.version, action, REQUEST),
+                                       validator(cls.version, action, RESPONSE))
+        cls.routes = routes
+        cls.known_actions = known_actions(cls.version)
+        cls.outgoing = {
+            "TriggerMessage": (validator(cls.version, "TriggerMessage", REQUEST),
+                               validator(cls.version, "TriggerMessage", RESPONSE)),
+        }
+
+    def __init__(self, ident: str, connection: ServerConnection, mirror: Mirror,
+                 settings: EndpointSettings) -> None:
+        self.ident = ident
+        self.connection = connection
         self.mirror = mirror
-        self.heartbeat_interval = heartbeat_interval
+        self.settings = settings
+        self._pending: _Pending | None = None
+        self._lock: asyncio.Lock | None = None  # made on the first CALL of the gateway's own
+        self._tokens = float(settings.frame_burst)
+        self._refilled = 0.0
 
-    async def route_message(self, raw_msg: Any) -> None:
-        ctx = self.ctx
+    # ------------------------------------------------------------------ receiving
+    async def run(self) -> None:
+        """Answer frames until the connection closes (raises websockets' ConnectionClosed)."""
+        connection = self.connection
+        rate = self.settings.frame_rate
+        clock = asyncio.get_running_loop().time
+        self._refilled = clock()
+        while True:
+            frame = await connection.recv()
+            if rate and not self._take_token(clock(), rate):
+                self.settings.ctx.count("closed_flood")
+                self.settings.ctx.decode_error("frame_rate_exceeded", f"over {rate:g} frames/s",
+                                               charge_point=self.ident)
+                await connection.close(CLOSE_FLOOD, "frame rate limit exceeded")
+                return
+            await self.on_frame(frame)
+
+    def _take_token(self, now: float, rate: float) -> bool:
+        tokens = min(self._tokens + (now - self._refilled) * rate, self.settings.frame_burst)
+        self._refilled = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    async def on_frame(self, raw: str | bytes) -> None:
+        ctx = self.settings.ctx
         received = ctx.clock()
         try:
-            frame = parse_frame(raw_msg)
+            frame = parse_frame(raw)
         except OcppDecodeError as error:
-            ctx.decode_error(error, charge_point=self.id)
-            if error.cause in FRAME_ERROR_CODES:
-                codes = FRAME_ERROR_CODES[error.cause]
-                code = codes[0] if self.version == V16 else codes[1]
-                ctx.count("callerrors_sent")
-                await self._send(call_error_frame(
-                    readable_message_id(raw_msg), code, "Malformed OCPP-J frame", {"cause": error.cause}
-                ))
+            ctx.decode_error(error, charge_point=self.ident)
+            codes = FRAME_ERROR_CODES.get(error.cause)
+            if codes is not None:
+                await self._send_error(readable_message_id(raw), codes[0] if self.version == V16 else codes[1],
+                                       "Malformed OCPP-J frame", error.cause)
             return  # a broken CALLRESULT/CALLERROR has nobody to answer
         if frame.kind == CALL:
-            message = Call(frame.message_id, frame.action, frame.payload)
+            route = self.routes.get(frame.action)
+            if route is None:
+                if frame.action in self.known_actions:
+                    await self._refuse(frame.message_id, "NotSupported", f"{frame.action} is not handled by the gateway")
+                else:
+                    await self._refuse(frame.message_id, "NotImplemented",
+                                       f"{frame.action} is not an OCPP {self.version} action")
+                return
             try:
-                await self._answer(message, received)
-            except OCPPError as error:
-                ctx.count("callerrors_sent")
-                ctx.decode_error(f"callerror_{error.code}", str(error.details.get("cause", ""))[:120],
-                                 charge_point=self.id)
-                cause = error.details.get("cause", "") if isinstance(error.details, dict) else ""
-                await self._send(call_error_frame(
-                    frame.message_id, error_code(self.version, error.code),
-                    error.description or "", {"cause": str(cause)[:200]},
-                ))
-        elif frame.kind == CALLRESULT:
-            self._response_queue.put_nowait(CallResult(frame.message_id, frame.payload))
+                route.check_request(frame.payload)
+            except PayloadError as error:
+                await self._refuse(frame.message_id, error.code, error.cause)
+                return
+            answer = self._answer(route, frame.action, frame.payload)
+            if answer is None:
+                await self._refuse(frame.message_id, "InternalError", frame.action)
+                return
+            await self.connection.send(encode_frame([CALLRESULT, frame.message_id, answer]))
+            self.mirror.on_call(frame.action, frame.payload, received)
         else:
-            code, description, details = frame.payload
-            self._response_queue.put_nowait(CallError(frame.message_id, code, description, details))
+            self._on_answer(frame.kind, frame.message_id, frame.payload)
 
-    async def _answer(self, message: Call, received: float) -> None:
-        if message.action not in self.route_map:
-            # Known to this version but not handled here -> NotSupported; unknown -> NotImplemented.
-            if message.action in self.known_actions:
-                raise _NotSupported(details={"cause": f"{message.action} is not handled by the gateway"})
-            raise _NotImplemented(details={"cause": f"{message.action} is not an OCPP {self.version} action"})
-        await self._dispatch(message)
-        self.mirror.on_call(message.action, message.payload, received)
-
-    async def _dispatch(self, message: Call) -> None:
-        """The package's `_handle_call`, minus two costs that dominate per frame:
-        - validation runs on the loop, not in a thread (`validate_payload` hops to an executor;
-          under the GIL the hop only adds latency), using the package's own schemas and
-          error mapping;
-        - handlers get the wire payload as one dict instead of snake_case keyword arguments
-          (the package converts every key of a MeterValues with regexes first).
-        """
-        handlers = self.route_map[message.action]
-        validate = not handlers.get("_skip_schema_validation", False)
-        if validate:
-            _validate_payload(message, self._ocpp_version)
+    def _answer(self, route: Route, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The handler's answer, validated; None (-> InternalError) if the gateway got it wrong."""
         try:
-            answer = handlers["_on_action"](message.payload)
+            answer = route.handler(self, payload)
+            route.check_response(answer)
         except Exception as error:  # a handler bug answers InternalError, the session goes on
-            self.ctx.log.warning("OCPP handler failed", action=message.action,
-                                 error=f"{type(error).__name__}: {error}"[:200])
-            raise _InternalError(details={"cause": type(error).__name__}) from error
-        payload = snake_to_camel_case(remove_nones(serialize_as_dict(answer)))
-        result = message.create_call_result(payload)
-        if validate:
-            _validate_payload(result, self._ocpp_version)
-        await self._send(result.to_json())
+            self.settings.ctx.count("handler_errors")
+            self.settings.ctx.log.warning("OCPP handler failed", action=action,
+                                          error=f"{type(error).__name__}: {error}"[:200])
+            return None
+        return answer
+
+    async def _refuse(self, message_id: str, code: str, cause: str) -> None:
+        self.settings.ctx.decode_error(f"callerror_{code}", cause[:120], charge_point=self.ident)
+        await self._send_error(message_id, error_code(self.version, code), _DESCRIPTIONS.get(code, ""), cause)
+
+    async def _send_error(self, message_id: str, code: str, description: str, cause: str) -> None:
+        self.settings.ctx.count("callerrors_sent")
+        await self.connection.send(call_error_frame(message_id, code, description, {"cause": cause[:200]}))
+
+    def _on_answer(self, kind: int, message_id: str, payload: Any) -> None:
+        pending = self._pending
+        if pending is None or pending.message_id != message_id or pending.answer.done():
+            # Answers nothing the gateway asked (or arrived after the timeout): counted, logged
+            # once per cause, dropped. Nothing is queued, so a flood of them holds no memory.
+            cause = "unmatched_callresult" if kind == CALLRESULT else "unmatched_callerror"
+            self.settings.ctx.decode_error(cause, message_id[:40], charge_point=self.ident)
+            return
+        if kind == CALLRESULT:
+            try:
+                self.outgoing[pending.action][1](payload)
+            except PayloadError as error:
+                pending.answer.set_exception(error)
+                return
+        pending.answer.set_result((kind, payload))
+
+    # ------------------------------------------------------------------ the gateway's own CALLs
+    async def call(self, action: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        """Send a CALL and wait for its answer: (CALLRESULT, payload) or (CALLERROR, [code, ...]).
+
+        Raises TimeoutError after call_timeout and PayloadError for an answer its schema refuses.
+        """
+        check_request = self.outgoing[action][0]
+        check_request(payload)  # the gateway's own payload: a failure here is a gateway bug
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            message_id = f"gw-{next(self._call_ids)}"
+            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending = _Pending(message_id, action, answer)
+            try:
+                await self.connection.send(encode_frame([CALL, message_id, action, payload]))
+                result: tuple[int, Any] = await asyncio.wait_for(answer, self.settings.call_timeout)
+                return result
+            finally:
+                self._pending = None
 
     def now(self) -> str:
-        return utc_now(self.ctx.clock)
+        return utc_now(self.settings.ctx.clock)
 
     @classmethod
     def next_transaction_id(cls) -> int:
         return next(cls._transaction_ids)
 
 
-class _InternalError(OCPPError):
-    code = "InternalError"
-    default_description = "An internal error occurred and the receiver was not able to process the Action"
+_EMPTY: dict[str, Any] = {}
 
 
-class _NotImplemented(OCPPError):
-    code = "NotImplemented"
-    default_description = "Requested Action is not known by receiver"
+class Session16(_Session):
+    """OCPP 1.6J (the actions of "Core" a charge point initiates, section 4)."""
 
-
-class _NotSupported(OCPPError):
-    code = "NotSupported"
-    default_description = "Requested Action is recognized but not supported by the receiver"
-
-
-class Session16(_Session, ChargePoint16):
+    __slots__ = ()
     version = V16
-    known_actions = frozenset(a.value for a in Action16)
 
-    @on(Action16.boot_notification)
-    def on_boot_notification(self, payload: dict[str, Any]) -> result16.BootNotification:
-        return result16.BootNotification(
-            current_time=self.now(), interval=self.heartbeat_interval, status="Accepted"
-        )
+    @on("BootNotification")
+    def on_boot_notification(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted", "currentTime": self.now(), "interval": self.settings.heartbeat_interval}
 
-    @on(Action16.heartbeat)
-    def on_heartbeat(self, payload: dict[str, Any]) -> result16.Heartbeat:
-        return result16.Heartbeat(current_time=self.now())
+    @on("Heartbeat")
+    def on_heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"currentTime": self.now()}
 
-    @on(Action16.status_notification)
-    def on_status_notification(self, payload: dict[str, Any]) -> result16.StatusNotification:
-        return result16.StatusNotification()
+    @on("StatusNotification")
+    def on_status_notification(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action16.meter_values)
-    def on_meter_values(self, payload: dict[str, Any]) -> result16.MeterValues:
-        return result16.MeterValues()
+    @on("MeterValues")
+    def on_meter_values(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action16.authorize)
-    def on_authorize(self, payload: dict[str, Any]) -> result16.Authorize:
+    @on("Authorize")
+    def on_authorize(self, payload: dict[str, Any]) -> dict[str, Any]:
         # The gateway only observes: every id tag may charge (an operator CSMS decides otherwise).
-        return result16.Authorize(id_tag_info={"status": "Accepted"})
+        return {"idTagInfo": {"status": "Accepted"}}
 
-    @on(Action16.start_transaction)
-    def on_start_transaction(self, payload: dict[str, Any]) -> result16.StartTransaction:
+    @on("StartTransaction")
+    def on_start_transaction(self, payload: dict[str, Any]) -> dict[str, Any]:
         transaction_id = self.next_transaction_id()
         self.mirror.bind_transaction(transaction_id, payload["connectorId"])
-        return result16.StartTransaction(
-            transaction_id=transaction_id, id_tag_info={"status": "Accepted"}
-        )
+        return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
 
-    @on(Action16.stop_transaction)
-    def on_stop_transaction(self, payload: dict[str, Any]) -> result16.StopTransaction:
-        return result16.StopTransaction()
+    @on("StopTransaction")
+    def on_stop_transaction(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action16.data_transfer)
-    def on_data_transfer(self, payload: dict[str, Any]) -> result16.DataTransfer:
-        return result16.DataTransfer(status="UnknownVendorId")
+    @on("DataTransfer")
+    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "UnknownVendorId"}
 
-    @on(Action16.firmware_status_notification)
-    def on_firmware_status(self, payload: dict[str, Any]) -> result16.FirmwareStatusNotification:
-        return result16.FirmwareStatusNotification()
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action16.diagnostics_status_notification)
-    def on_diagnostics_status(self, payload: dict[str, Any]) -> result16.DiagnosticsStatusNotification:
-        return result16.DiagnosticsStatusNotification()
-
-    def trigger(self, message: str) -> Any:
-        return call16.TriggerMessage(requested_message=message)
+    @on("DiagnosticsStatusNotification")
+    def on_diagnostics_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
 
-class Session201(_Session, ChargePoint201):
+class Session201(_Session):
+    """OCPP 2.0.1 (the messages of blocks B, C, E, G, J, L, N a charging station initiates)."""
+
+    __slots__ = ()
     version = V201
-    known_actions = frozenset(a.value for a in Action201)
 
-    @on(Action201.boot_notification)
-    def on_boot_notification(self, payload: dict[str, Any]) -> result201.BootNotification:
-        return result201.BootNotification(
-            current_time=self.now(), interval=self.heartbeat_interval, status="Accepted"
-        )
+    @on("BootNotification")
+    def on_boot_notification(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted", "currentTime": self.now(), "interval": self.settings.heartbeat_interval}
 
-    @on(Action201.heartbeat)
-    def on_heartbeat(self, payload: dict[str, Any]) -> result201.Heartbeat:
-        return result201.Heartbeat(current_time=self.now())
+    @on("Heartbeat")
+    def on_heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"currentTime": self.now()}
 
-    @on(Action201.status_notification)
-    def on_status_notification(self, payload: dict[str, Any]) -> result201.StatusNotification:
-        return result201.StatusNotification()
+    @on("StatusNotification")
+    def on_status_notification(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action201.meter_values)
-    def on_meter_values(self, payload: dict[str, Any]) -> result201.MeterValues:
-        return result201.MeterValues()
+    @on("MeterValues")
+    def on_meter_values(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action201.transaction_event)
-    def on_transaction_event(self, payload: dict[str, Any]) -> result201.TransactionEvent:
-        return result201.TransactionEvent()
+    @on("TransactionEvent")
+    def on_transaction_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action201.authorize)
-    def on_authorize(self, payload: dict[str, Any]) -> result201.Authorize:
-        return result201.Authorize(id_token_info={"status": "Accepted"})
+    @on("Authorize")
+    def on_authorize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"idTokenInfo": {"status": "Accepted"}}
 
-    @on(Action201.notify_event)
-    def on_notify_event(self, payload: dict[str, Any]) -> result201.NotifyEvent:
-        return result201.NotifyEvent()
+    @on("NotifyEvent")
+    def on_notify_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action201.security_event_notification)
-    def on_security_event(self, payload: dict[str, Any]) -> result201.SecurityEventNotification:
-        return result201.SecurityEventNotification()
+    @on("SecurityEventNotification")
+    def on_security_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
-    @on(Action201.firmware_status_notification)
-    def on_firmware_status(self, payload: dict[str, Any]) -> result201.FirmwareStatusNotification:
-        return result201.FirmwareStatusNotification()
-
-    def trigger(self, message: str) -> Any:
-        return call201.TriggerMessage(requested_message=message)
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return _EMPTY
 
 
-SESSIONS: dict[str, Any] = {"ocpp1.6": Session16, "ocpp2.0.1": Session201}
+SESSIONS: dict[str, type[_Session]] = {"ocpp1.6": Session16, "ocpp2.0.1": Session201}
 
 
-async def poll(session: Any, mirror: Mirror, interval: float) -> None:
+async def poll(session: _Session, interval: float) -> None:
     """Ask a quiet charge point for its status and meter values, one CALL at a time.
 
-    TriggerMessage (1.6 section 5.17, 2.0.1 F06). The package's `call()` holds a lock until the
-    answer (or the timeout), which is the spec's "one outstanding CALL per connection" rule.
+    TriggerMessage (1.6 section 5.17, 2.0.1 F06); `call` holds the session's lock until the
+    answer (or the timeout): the spec's "one outstanding CALL per connection" rule.
     """
+    mirror = session.mirror
+    ctx = session.settings.ctx
     meter_actions = ("MeterValues", "StopTransaction", "TransactionEvent")
     while True:
         await asyncio.sleep(interval)
-        now = session.ctx.clock()
+        now = ctx.clock()
         wanted = []
         if now - mirror.last_report.get("StatusNotification", 0.0) >= interval:
             wanted.append("StatusNotification")
@@ -310,7 +430,9 @@ async def poll(session: Any, mirror: Mirror, interval: float) -> None:
             wanted.append("MeterValues")
         for message in wanted:
             try:
-                await session.call(session.trigger(message), suppress=True)
-                session.ctx.count("triggers_sent")
+                await session.call("TriggerMessage", {"requestedMessage": message})
+                ctx.count("triggers_sent")
             except TimeoutError:
-                session.ctx.count("trigger_timeouts")
+                ctx.count("trigger_timeouts")
+            except PayloadError as error:
+                ctx.decode_error(f"callresult_{error.code}", error.cause[:120], charge_point=session.ident)
