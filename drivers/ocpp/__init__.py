@@ -62,6 +62,16 @@ class Config(DriverSettings):
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 65536
     # WebSocket ping interval (seconds) to detect dead connections; 0 turns pings off.
     ping_interval: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    # Frames one charge point may send per second on average, and at once; over that its
+    # connection is closed with code 1008 (counter closed_flood). 0 turns the limit off.
+    max_frames_per_second: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 50.0
+    max_frames_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 500
+    # Seconds a client has to complete the TLS and WebSocket opening handshakes (slowloris).
+    handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    # TCP connections held at once (handshaking or open); one more is answered HTTP 503 and
+    # closed. 0: the process's file descriptor limit (soft RLIMIT_NOFILE) less 128 for the rest
+    # of the gateway.
+    max_connections: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
 
     def validate(self) -> list[str]:
         problems: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import resource
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -17,9 +18,11 @@ from drivers.ocpp.proxy import poll as proxy_poll
 from drivers.ocpp.session import SESSIONS, EndpointSettings
 from drivers.ocpp.session import poll as endpoint_poll
 from drivers.ocpp.transport import (
+    CLOSE_TOO_BIG,
     Admission,
     ServerConnection,
     charge_point_id,
+    close_code_sent,
     server_ssl_context,
     start_server,
 )
@@ -29,6 +32,15 @@ from gateway.errors import DriverError
 __all__ = ["OcppDriver"]
 
 _VERSIONS = {"ocpp1.6": V16, "ocpp2.0.1": V201}
+
+
+def _descriptor_budget() -> int:
+    """Connections the endpoint may hold when `max_connections` is 0: the soft descriptor limit
+    less 128 for the outbox, uplinks and other drivers (never below 16)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(16, soft - 128)
 
 
 class OcppDriver(Driver[Config]):
@@ -43,7 +55,7 @@ class OcppDriver(Driver[Config]):
         self._server: Any = None
         self._endpoint = EndpointSettings(
             ctx, heartbeat_interval=config.heartbeat_interval, call_timeout=config.call_timeout,
-            frame_rate=0.0, frame_burst=1,
+            frame_rate=config.max_frames_per_second, frame_burst=config.max_frames_burst,
         )
 
     async def run(self) -> None:
@@ -66,6 +78,9 @@ class OcppDriver(Driver[Config]):
                 tls=tls,
                 max_size=config.max_message_bytes,
                 ping_interval=config.ping_interval,
+                handshake_timeout=config.handshake_timeout,
+                max_connections=config.max_connections or _descriptor_budget(),
+                on_event=self.ctx.count,
             )
         except OSError as error:
             raise DriverError(f"cannot listen on {config.host}:{config.port}: {error}") from error
@@ -143,3 +158,7 @@ class OcppDriver(Driver[Config]):
             if self.connected.get(ident) is connection:
                 del self.connected[ident]
             ctx.count("disconnections")
+            if close_code_sent(connection) == CLOSE_TOO_BIG:  # websockets refused a frame
+                ctx.count("closed_message_too_big")
+                ctx.decode_error("frame_too_big", f"over {self.config.max_message_bytes} bytes",
+                                 charge_point=ident)

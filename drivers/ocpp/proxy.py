@@ -32,7 +32,14 @@ from drivers.ocpp.decode import (
 )
 from drivers.ocpp.mirror import Mirror
 from drivers.ocpp.session import FRAME_ERROR_CODES, utc_now
-from drivers.ocpp.transport import ClientConnection, ServerConnection, open_upstream
+from drivers.ocpp.transport import (
+    CLOSE_FLOOD,
+    ClientConnection,
+    FrameBudget,
+    ServerConnection,
+    close_misbehaving,
+    open_upstream,
+)
 from gateway.driver import DriverContext
 
 __all__ = ["ProxySession"]
@@ -102,7 +109,16 @@ class ProxySession:
         try:
             await self._connect_once()  # before reading, so BootNotification goes upstream
             self._spawn(self._upstream_loop())
+            settings = self.settings
+            clock = asyncio.get_running_loop().time
+            budget = FrameBudget(settings.max_frames_per_second, settings.max_frames_burst, clock())
             async for frame in self.downstream:
+                if settings.max_frames_per_second and not budget.take(clock()):
+                    self.ctx.count("closed_flood")
+                    self.ctx.decode_error("frame_rate_exceeded", f"over {settings.max_frames_per_second:g}"
+                                          " frames/s", charge_point=self.charge_point)
+                    await close_misbehaving(self.downstream, CLOSE_FLOOD, "frame rate limit exceeded")
+                    break
                 await self._from_charge_point(frame)
         except ConnectionClosed:
             pass

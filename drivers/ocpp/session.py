@@ -48,7 +48,7 @@ from drivers.ocpp.schemas import (
     known_actions,
     validator,
 )
-from drivers.ocpp.transport import ServerConnection
+from drivers.ocpp.transport import CLOSE_FLOOD, FrameBudget, ServerConnection, close_misbehaving
 from gateway.driver import DriverContext
 
 __all__ = [
@@ -140,15 +140,10 @@ class _Pending(NamedTuple):
     answer: asyncio.Future[Any]
 
 
-# Close code for a charge point that exceeds the frame rate: 1008 "policy violation" (RFC 6455
-# section 7.4.1).
-CLOSE_FLOOD = 1008
-
-
 class _Session:
     """One connected charge point: its connection, its mirror and at most one pending CALL."""
 
-    __slots__ = ("ident", "connection", "mirror", "settings", "_pending", "_lock", "_tokens", "_refilled")
+    __slots__ = ("ident", "connection", "mirror", "settings", "_pending", "_lock")
 
     version: ClassVar[str]
     routes: ClassVar[dict[str, Route]] = {}
@@ -183,34 +178,26 @@ class _Session:
         self.settings = settings
         self._pending: _Pending | None = None
         self._lock: asyncio.Lock | None = None  # made on the first CALL of the gateway's own
-        self._tokens = float(settings.frame_burst)
-        self._refilled = 0.0
 
     # ------------------------------------------------------------------ receiving
     async def run(self) -> None:
         """Answer frames until the connection closes (raises websockets' ConnectionClosed)."""
         connection = self.connection
-        rate = self.settings.frame_rate
+        settings = self.settings
+        if not settings.frame_rate:
+            while True:
+                await self.on_frame(await connection.recv())
         clock = asyncio.get_running_loop().time
-        self._refilled = clock()
+        budget = FrameBudget(settings.frame_rate, settings.frame_burst, clock())
         while True:
             frame = await connection.recv()
-            if rate and not self._take_token(clock(), rate):
-                self.settings.ctx.count("closed_flood")
-                self.settings.ctx.decode_error("frame_rate_exceeded", f"over {rate:g} frames/s",
-                                               charge_point=self.ident)
-                await connection.close(CLOSE_FLOOD, "frame rate limit exceeded")
+            if not budget.take(clock()):
+                settings.ctx.count("closed_flood")
+                settings.ctx.decode_error("frame_rate_exceeded", f"over {settings.frame_rate:g} frames/s",
+                                          charge_point=self.ident)
+                await close_misbehaving(connection, CLOSE_FLOOD, "frame rate limit exceeded")
                 return
             await self.on_frame(frame)
-
-    def _take_token(self, now: float, rate: float) -> bool:
-        tokens = min(self._tokens + (now - self._refilled) * rate, self.settings.frame_burst)
-        self._refilled = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            return False
-        self._tokens = tokens - 1.0
-        return True
 
     async def on_frame(self, raw: str | bytes) -> None:
         ctx = self.settings.ctx

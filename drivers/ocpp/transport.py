@@ -12,6 +12,7 @@ Admission (OCPP-J 1.6 section 3.1, 2.0.1 Part 4 section 3, OCPP 1.6 Security Whi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -27,12 +28,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 __all__ = [
     "Admission",
     "ClientConnection",
     "ServerConnection",
+    "CLOSE_FLOOD",
+    "CLOSE_TOO_BIG",
+    "FrameBudget",
     "charge_point_id",
+    "close_code_sent",
+    "close_misbehaving",
     "open_upstream",
     "server_ssl_context",
     "start_server",
@@ -113,6 +120,94 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext | None:
     return context
 
 
+# Close code websockets sends for a frame over max_size: 1009 "message too big" (RFC 6455
+# section 7.4.1).
+CLOSE_TOO_BIG = 1009
+_SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+    b"Connection: close\r\n\r\nToo many connections\n"
+)
+
+
+# Close code for a charge point over its frame budget: 1008 "policy violation" (RFC 6455
+# section 7.4.1).
+CLOSE_FLOOD = 1008
+
+
+class FrameBudget:
+    """Token bucket of frames one connection may send: `rate` per second, `burst` at once.
+
+    OCPP-J allows one outstanding CALL per direction (1.6 section 4.1.1, 2.0.1 Part 4 section
+    4.1.1), so a conforming charge point sends a few frames per second at most; one that sends
+    faster than the budget is closed, and its frames never take the event loop from the others.
+    """
+
+    __slots__ = ("rate", "burst", "tokens", "refilled")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.refilled = now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.tokens + (now - self.refilled) * self.rate, self.burst)
+        self.refilled = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+async def close_misbehaving(connection: ServerConnection, code: int, reason: str) -> None:
+    """Send a close frame and give the client one second to answer it, then drop the TCP
+    connection. A flooder's unread frames fill websockets' receive queue, which pauses reading,
+    so its close answer may never be read: waiting the full close_timeout would hold the
+    connection for nothing."""
+    closing = asyncio.ensure_future(connection.close(code, reason))
+    await asyncio.wait([closing], timeout=1.0)
+    if not closing.done():
+        connection.transport.abort()
+        closing.cancel()
+
+
+def close_code_sent(connection: ServerConnection) -> int | None:
+    """The close code this side sent (websockets' own 1009 for an oversized frame), if any."""
+    sent = connection.protocol.close_sent
+    return sent.code if sent is not None else None
+
+
+def _connection_class(on_event: Callable[[str], None], max_connections: int) -> type[ServerConnection]:
+    """A ServerConnection that counts TCP connections from accept on, for two limits:
+    - `max_connections` (0: none): one more is answered HTTP 503 and closed at once, before any
+      byte is read, so a flood of connections cannot exhaust file descriptors or memory;
+    - a connection that closes before its opening handshake completed (slow or silent clients
+      are cut by websockets' `open_timeout`) is counted as `handshake_incomplete`.
+    """
+    live = [0]
+
+    class CountedConnection(ServerConnection):
+        refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            live[0] += 1
+            super().connection_made(transport)
+            if max_connections and live[0] > max_connections:
+                self.refused = True
+                on_event("refused_connection_cap")
+                transport.write(_SERVICE_UNAVAILABLE)
+                transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            live[0] -= 1
+            if not self.refused and self.protocol.state is State.CONNECTING:
+                on_event("handshake_incomplete")
+            super().connection_lost(exc)
+
+    return CountedConnection
+
+
 async def start_server(
     handler: Callable[[ServerConnection], Awaitable[None]],
     *,
@@ -123,6 +218,9 @@ async def start_server(
     tls: ssl.SSLContext | None,
     max_size: int,
     ping_interval: float,
+    handshake_timeout: float = 10.0,
+    max_connections: int = 0,
+    on_event: Callable[[str], None] = lambda counter: None,
 ) -> Server:
     return await serve(
         handler,
@@ -134,7 +232,10 @@ async def start_server(
         max_size=max_size,
         ping_interval=ping_interval or None,
         ping_timeout=ping_interval or None,
+        # TLS and WebSocket opening handshakes together must finish within this (slowloris).
+        open_timeout=handshake_timeout,
         compression=None,  # charge points rarely negotiate it; saves CPU per frame
+        create_connection=_connection_class(on_event, max_connections),
     )
 
 
