@@ -36,6 +36,15 @@ class Config(DriverSettings):
     passwords: dict[str, Annotated[str, msgspec.Meta(min_length=8, max_length=40)]] = msgspec.field(
         default_factory=dict
     )
+    # OCPP-J 1.6 binary AuthorizationKey per charge point id, as hex (the 1.6 Security
+    # Whitepaper's key is 20 bytes = 40 hex digits); the Basic password is these raw bytes.
+    authorization_keys: dict[str, Annotated[str, msgspec.Meta(pattern=r"^([0-9A-Fa-f]{2}){8,40}$")]] = (
+        msgspec.field(default_factory=dict)
+    )
+    # Failed logins from one source address within login_failure_window seconds after which it
+    # is refused with HTTP 429 until the window ends; 0 turns the limit off.
+    max_login_failures: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 10
+    login_failure_window: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 60.0
     # Regular expressions (full match) for further charge point ids that may connect; ids that
     # are neither listed in `passwords` nor match are refused with HTTP 404.
     allowed_ids: list[str] = msgspec.field(default_factory=list)
@@ -73,6 +82,12 @@ class Config(DriverSettings):
     # of the gateway.
     max_connections: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
 
+    def secrets(self) -> dict[str, bytes]:
+        """Each protected charge point's Basic password as bytes."""
+        secrets = {ident: password.encode() for ident, password in self.passwords.items()}
+        secrets.update((ident, bytes.fromhex(key)) for ident, key in self.authorization_keys.items())
+        return secrets
+
     def validate(self) -> list[str]:
         problems: list[str] = []
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -89,14 +104,24 @@ class Config(DriverSettings):
                 re.compile(pattern)
             except re.error as error:
                 problems.append(f"allowed_ids[{index}]: expected a regular expression, found {pattern!r} ({error})")
-        for charge_point in self.passwords:
-            if not re.fullmatch(r"[A-Za-z0-9*_.:+|@-]{1,48}", charge_point):
-                problems.append(
-                    f"passwords: expected charge point ids of 1-48 identifier characters, found {charge_point!r}"
-                )
-        if not self.passwords and not self.allowed_ids:
+        folded: dict[str, str] = {}
+        for key in ("passwords", "authorization_keys"):
+            for charge_point in getattr(self, key):
+                # identifierString (2.0.1 Part 2) without ':', which a Basic user-id cannot hold
+                if not re.fullmatch(r"[A-Za-z0-9*_=.+|@-]{1,48}", charge_point):
+                    problems.append(
+                        f"{key}: expected charge point ids of 1-48 identifier characters (no ':'),"
+                        f" found {charge_point!r}"
+                    )
+                other = folded.setdefault(charge_point.lower(), charge_point)
+                if other is not charge_point:
+                    problems.append(
+                        f"{key}: expected each charge point id once (ids are case-insensitive),"
+                        f" found {other!r} and {charge_point!r}"
+                    )
+        if not folded and not self.allowed_ids:
             problems.append("allowed_ids: expected at least one pattern or one entry in passwords, found none")
-        if self.require_password and not self.passwords:
+        if self.require_password and not folded:
             problems.append("require_password: expected passwords to be configured, found none")
         if self.upstream_url and not re.fullmatch(r"wss?://[^\s/]+(/[^\s]*)?/", self.upstream_url):
             problems.append(f"upstream_url: expected ws:// or wss:// URL ending in '/', found {self.upstream_url!r}")

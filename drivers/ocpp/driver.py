@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import re
 import resource
+import time
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -20,8 +22,8 @@ from drivers.ocpp.session import poll as endpoint_poll
 from drivers.ocpp.transport import (
     CLOSE_TOO_BIG,
     Admission,
+    LoginThrottle,
     ServerConnection,
-    charge_point_id,
     close_code_sent,
     server_ssl_context,
     start_server,
@@ -53,6 +55,7 @@ class OcppDriver(Driver[Config]):
         self.connected: dict[str, ServerConnection] = {}
         self._mirrors: dict[str, Mirror] = {}  # bounded by the ids admission lets in
         self._server: Any = None
+        self._admission: Admission | None = None
         self._endpoint = EndpointSettings(
             ctx, heartbeat_interval=config.heartbeat_interval, call_timeout=config.call_timeout,
             frame_rate=config.max_frames_per_second, frame_burst=config.max_frames_burst,
@@ -60,12 +63,14 @@ class OcppDriver(Driver[Config]):
 
     async def run(self) -> None:
         config = self.config
-        admission = Admission(
+        admission = self._admission = Admission(
             prefix=config.path_prefix,
-            passwords=dict(config.passwords),
+            passwords=config.secrets(),
             allowed=[re.compile(p) for p in config.allowed_ids],
             require_password=config.require_password,
             on_refused=lambda cause: self.ctx.count(f"refused_{cause}"),
+            throttle=LoginThrottle(max_failures=config.max_login_failures, window=config.login_failure_window,
+                                   log=self.ctx.log, count=self.ctx.count, clock=time.monotonic),
         )
         try:
             tls = server_ssl_context(config.tls_cert, config.tls_key)
@@ -86,13 +91,41 @@ class OcppDriver(Driver[Config]):
             raise DriverError(f"cannot listen on {config.host}:{config.port}: {error}") from error
         sockets = list(self._server.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else config.port
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(self._accept_errors(previous, {s.fileno() for s in sockets}))
         self.listening.set()
         self.ctx.log.info("OCPP endpoint listening", port=self.port,
                           mode="proxy" if config.upstream_url else "endpoint")
         try:
             await self._server.serve_forever()
         finally:
+            loop.set_exception_handler(previous)
             await self.close()
+
+    def _accept_errors(self, previous: Any, listening: set[int]) -> Any:
+        """A loop exception handler that takes asyncio's accept() failures on this endpoint's
+        sockets (EMFILE, ENFILE, ENOBUFS: asyncio reports each one and retries a second later)
+        and counts them, logging once per errno; everything else goes to the previous handler.
+        Issue 17: descriptor exhaustion wrote 457,353 tracebacks in two minutes."""
+        logged: set[str] = set()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            sock, error = context.get("socket"), context.get("exception")
+            if sock is not None and isinstance(error, OSError) and sock.fileno() in listening:
+                cause = errno.errorcode.get(error.errno or 0, str(error.errno))
+                self.ctx.count("accept_errors")
+                if cause not in logged:
+                    logged.add(cause)
+                    self.ctx.log.warning("cannot accept charge point connections (logged once per"
+                                         " cause, counted in accept_errors)", cause=cause, error=str(error))
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        return handle
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -106,7 +139,8 @@ class OcppDriver(Driver[Config]):
         ctx = self.ctx
         protocol = connection.subprotocol or ""
         request, response = connection.request, connection.response
-        ident = charge_point_id(request.path if request else "", self.config.path_prefix)
+        admission = self._admission
+        ident = admission.identity(request.path) if request and admission else None
         authorization = request.headers.get("Authorization") if request else None
         # websockets keeps both handshakes' headers for the life of the connection (~4 KiB);
         # nothing reads them after this point, so they are emptied (issue 12: memory per

@@ -37,6 +37,8 @@ __all__ = [
     "CLOSE_FLOOD",
     "CLOSE_TOO_BIG",
     "FrameBudget",
+    "IDENTITY",
+    "LoginThrottle",
     "charge_point_id",
     "close_code_sent",
     "close_misbehaving",
@@ -46,22 +48,33 @@ __all__ = [
 ]
 
 
+# The charge point identity: OCPP 2.0.1 Part 2 "Primitive datatypes", identifierString (a-z,
+# A-Z, 0-9 and * - _ = : + | @ .), at most 48 characters (Part 4 section 3.1.1; OCPP-J 1.6
+# section 3.1.1 takes the same rule through the 1.6 Security Whitepaper). Checked after
+# percent-decoding, so no spelling (an encoded space, a Unicode look-alike such as U+2010, a
+# control character) can reach the password lookup.
+IDENTITY = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
+
+
 def charge_point_id(path: str, prefix: str) -> str | None:
-    """The id from `<prefix><id>` (query string ignored), or None if the path has another shape."""
+    """The id from `<prefix><id>` (query string ignored), or None if the path has another shape
+    or the id is not an identifierString."""
     path = path.split("?", 1)[0]
     if not path.startswith(prefix):
         return None
     raw = path[len(prefix):]
     if not raw or "/" in raw:
         return None
-    ident = unquote(raw)
-    # 1.6 and 2.0.1 identities are CiString48 / identifierString; no control characters.
-    if len(ident) > 48 or not ident.isprintable() or "/" in ident:
+    try:
+        ident = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
         return None
-    return ident
+    return ident if IDENTITY.fullmatch(ident) else None
 
 
-def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
+def _basic_credentials(headers: Headers) -> tuple[bytes, bytes] | None:
+    """(user, password) as raw bytes (RFC 7617 section 2): the OCPP-J 1.6 AuthorizationKey is 20
+    arbitrary bytes, so the password is never decoded as text."""
     value = headers.get("Authorization")
     if not value:
         return None
@@ -69,25 +82,87 @@ def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except binascii.Error:
         return None
-    user, sep, password = decoded.partition(":")
+    user, sep, password = decoded.partition(b":")  # a user-id contains no colon (RFC 7617)
     return (user, password) if sep else None
+
+
+class LoginThrottle:
+    """Failed logins per source address: counted, logged once per source, and rate-limited.
+
+    A source with `max_failures` failures inside `window` seconds is refused (HTTP 429) without
+    a password check until its window ends. Sources are remembered up to `max_sources` (the
+    oldest forgotten first), so spoofed floods cannot grow memory.
+    """
+
+    def __init__(self, *, max_failures: int, window: float, log: Any, count: Callable[[str], None],
+                 clock: Callable[[], float], max_sources: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.log = log
+        self.count = count
+        self.clock = clock
+        self.max_sources = max_sources
+        self.sources: dict[str, list[float]] = {}  # source -> [window start, failures, blocked logged]
+
+    def blocked(self, source: str) -> bool:
+        entry = self.sources.get(source)
+        if entry is None or not self.max_failures:
+            return False
+        if self.clock() - entry[0] >= self.window:
+            del self.sources[source]
+            return False
+        return entry[1] >= self.max_failures
+
+    def failed(self, source: str, charge_point: str) -> None:
+        now = self.clock()
+        entry = self.sources.get(source)
+        if entry is None or now - entry[0] >= self.window:
+            first_ever = entry is None
+            if len(self.sources) >= self.max_sources:
+                self.sources.pop(next(iter(self.sources)))
+            entry = self.sources[source] = [now, 0.0, 0.0]
+            if first_ever:
+                self.log.warning("failed charge point login (logged once per source, counted in"
+                                 " refused_bad_password)", source=source, charge_point=charge_point)
+        entry[1] += 1
+        if self.max_failures and entry[1] >= self.max_failures and not entry[2]:
+            entry[2] = 1.0
+            self.log.warning("login source blocked", source=source, failures=int(entry[1]),
+                             seconds=self.window)
 
 
 @dataclass
 class Admission:
-    """Decides from the opening handshake whether a charge point may connect."""
+    """Decides from the opening handshake whether a charge point may connect.
+
+    `passwords` holds each protected id's password as bytes (a text password's UTF-8, or the
+    1.6 binary AuthorizationKey). identifierString is case-insensitive (2.0.1 Part 2), so an id
+    that differs from a protected one only in case is the same charge point: it must present
+    that password and is mirrored under the configured spelling.
+    """
 
     prefix: str
-    passwords: dict[str, str]
+    passwords: dict[str, bytes]
     allowed: list[re.Pattern[str]]
     require_password: bool
     on_refused: Callable[[str], None]
+    throttle: LoginThrottle | None = None
+
+    def __post_init__(self) -> None:
+        self._folded = {ident.lower(): ident for ident in self.passwords}
+
+    def identity(self, path: str) -> str | None:
+        """The charge point id a request path names, in its configured spelling."""
+        ident = charge_point_id(path, self.prefix)
+        if ident is None:
+            return None
+        return self._folded.get(ident.lower(), ident)
 
     def check(self, connection: ServerConnection, request: Request) -> Response | None:
-        ident = charge_point_id(request.path, self.prefix)
+        ident = self.identity(request.path)
         if ident is None:
             self.on_refused("bad_path")
             return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
@@ -97,13 +172,20 @@ class Admission:
                 self.on_refused("unknown_id")
                 return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
             return None
+        source = str(connection.remote_address[0]) if connection.remote_address else "?"
+        throttle = self.throttle
+        if throttle is not None and throttle.blocked(source):
+            self.on_refused("login_rate")
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many failed logins\n")
         credentials = _basic_credentials(request.headers)
         if (
             credentials is None
-            or credentials[0] != ident
-            or not hmac.compare_digest(credentials[1].encode(), password.encode())
+            or credentials[0].lower() != ident.lower().encode()
+            or not hmac.compare_digest(credentials[1], password)
         ):
             self.on_refused("bad_password")
+            if throttle is not None:
+                throttle.failed(source, ident)
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
             return response

@@ -131,3 +131,63 @@ async def test_connections_over_the_cap_get_503(tmp_path: Path) -> None:
             await cp.send('[2, "h", "Heartbeat", {}]')
             assert json.loads(await cp.recv())[:2] == [3, "h"]
     assert gw.ctx.counters["refused_connection_cap"] == 1
+
+
+async def test_unsolicited_answers_are_counted_dropped_and_logged_once(tmp_path: Path) -> None:
+    # issue 17: an unsolicited CALLRESULT flood grew an unbounded response queue (+460 MB) and
+    # logged every body at ERROR. Now nothing holds them: counted per cause, logged once each.
+    lines: list[dict] = []
+
+    class Log:
+        def warning(self, message: str, **fields: object) -> None:
+            lines.append({"message": message, **fields})
+
+        def info(self, message: str, **fields: object) -> None:
+            pass
+
+    async with running_driver(tmp_path, max_frames_per_second=0) as gw:
+        gw.ctx.log = Log()
+        async with websockets.connect(gw.url + "SIM0001", subprotocols=["ocpp1.6"]) as cp:
+            for n in range(2000):
+                await cp.send(f'[3, "u{n}", {{"status": "Accepted", "pad": "{"x" * 100}"}}]')
+            for n in range(500):
+                await cp.send(f'[4, "e{n}", "GenericError", "", {{}}]')
+            await cp.send('[2, "h", "Heartbeat", {}]')
+            assert json.loads(await asyncio.wait_for(cp.recv(), 10))[:2] == [3, "h"]
+    assert gw.ctx.decode_errors["unmatched_callresult"] == 2000
+    assert gw.ctx.decode_errors["unmatched_callerror"] == 500
+    assert sorted(line["cause"] for line in lines) == ["unmatched_callerror", "unmatched_callresult"]
+    assert all(len(str(line)) < 400 for line in lines)  # the message id, never the body
+
+
+async def test_accept_errors_are_counted_and_logged_once_per_cause(tmp_path: Path) -> None:
+    # asyncio reports every failed accept() through the loop's exception handler (that is how
+    # descriptor exhaustion produced 457,353 tracebacks); the driver takes its own sockets' ones.
+    import errno
+
+    lines: list[dict] = []
+    others: list[dict] = []
+
+    class Log:
+        def warning(self, message: str, **fields: object) -> None:
+            lines.append(fields)
+
+        def info(self, message: str, **fields: object) -> None:
+            pass
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: others.append(context))
+    try:
+        async with running_driver(tmp_path) as gw:
+            gw.ctx.log = Log()
+            (sock,) = gw.driver._server.sockets  # noqa: SLF001 - the listening socket asyncio names
+            for code in [errno.EMFILE] * 1000 + [errno.ENFILE] * 10:
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": OSError(code, "x"), "socket": sock})
+            loop.call_exception_handler({"message": "unrelated", "exception": OSError(errno.EMFILE, "x")})
+        assert gw.ctx.counters["accept_errors"] == 1010
+        assert [line["cause"] for line in lines] == ["EMFILE", "ENFILE"]
+        assert [c["message"] for c in others] == ["unrelated"]
+        assert loop.get_exception_handler() is not None  # the test's own handler is back
+    finally:
+        loop.set_exception_handler(None)

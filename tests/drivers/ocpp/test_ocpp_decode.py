@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.ocpp.decode import (
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
     OcppDecodeError,
     call_error_frame,
     decode_call,
@@ -185,6 +187,49 @@ def test_arbitrary_payloads_raise_only_decode_errors(version: str, action: str, 
 
 @given(st.binary(max_size=64) | st.text(max_size=64) | _json.map(json.dumps))
 def test_arbitrary_frames_raise_only_decode_errors(text: bytes | str) -> None:
+    try:
+        parse_frame(text)
+    except OcppDecodeError:
+        pass
+    assert isinstance(readable_message_id(text), str)
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 5_000, 100_000])
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_deep_nesting_is_a_decode_error(depth: int, opening: str) -> None:
+    # issue 17: depth 5,000 fits in 64 KB and raised RecursionError, killing the session
+    closing = "]" if opening == "[" else "}"
+    inner = opening * depth + "1" + closing * depth
+    for text in (inner, f'[2, "m1", "DataTransfer", {{"vendorId": "v", "data": {inner}}}]'):
+        with pytest.raises(OcppDecodeError) as error:
+            parse_frame(text)
+        assert error.value.cause == "too_deep"
+        assert readable_message_id(text) == "-1"
+
+
+def test_nesting_up_to_the_cap_and_many_brackets_are_fine() -> None:
+    nested = "[" * (MAX_DEPTH - 4) + "1" + "]" * (MAX_DEPTH - 4)  # frame > payload > 2 levels
+    frame = parse_frame(f'[2, "m1", "DataTransfer", {{"vendorId": "v", "data": {nested}}}]')
+    assert frame.action == "DataTransfer"
+    wide = json.dumps([2, "m2", "MeterValues", {"connectorId": 1, "meterValue": [
+        {"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": str(n)} for n in range(500)]}]}])
+    assert len(parse_frame(wide).payload["meterValue"][0]["sampledValue"]) == 500
+
+
+def test_frames_over_the_size_cap_are_a_decode_error() -> None:
+    text = '[2, "m1", "DataTransfer", {"vendorId": "v", "data": "' + "x" * MAX_FRAME_BYTES + '"}]'
+    with pytest.raises(OcppDecodeError) as error:
+        parse_frame(text)
+    assert error.value.cause == "too_large"
+
+
+_nested = st.recursive(st.integers() | st.text(max_size=3), lambda c: st.lists(c, max_size=2)
+                       | st.dictionaries(st.text(max_size=2), c, max_size=2), max_leaves=200)
+
+
+@given(st.integers(1, 3000), _nested)
+def test_arbitrary_nesting_raises_only_decode_errors(depth: int, leaf: object) -> None:
+    text = "[" * depth + json.dumps(leaf) + "]" * depth
     try:
         parse_frame(text)
     except OcppDecodeError:
