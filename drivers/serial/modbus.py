@@ -1,10 +1,12 @@
 """Modbus RTU polling of several devices on one bus, through pymodbus's asyncio client.
 
 pymodbus 3.16 (minor pinned): `AsyncModbusSerialClient` reads the port with the loop's
-`add_reader` (non-blocking, never a blocking read on the loop). Its own retries and reconnects
-are switched off (`retries=0`, `reconnect_delay=0`): attempts, misses and port reopening are
-decided here, so a silent device costs one attempt per probe and the port is reopened by the
-driver's backoff.
+`add_reader` (non-blocking, never a blocking read on the loop), then calls the pyserial port's
+`read()`; pyserial's own read uses select(), which fails for a descriptor above 1023, so the
+port is opened through a `pollfd://` URL as `PollSerial` (see protocol_pollfd). pymodbus's
+own retries and reconnects are switched off (`retries=0`, `reconnect_delay=0`): attempts,
+misses and port reopening are decided here, so a silent device costs one attempt per probe and
+the port is reopened by the driver's backoff.
 
 One request at a time on the bus (serial line spec 2.1: single master, one outstanding
 request). Devices are served earliest-due first; an online device stays on its interval grid;
@@ -24,6 +26,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from drivers.serial.errors import ModbusExceptionResponse, PortUnavailable, SerialDecodeError
 from drivers.serial.health import DeviceHealth
 from drivers.serial.modbus_codec import ReadBlock, classify_garbled, decode_block, plan_reads
+from drivers.serial.protocol_pollfd import pollfd_url
 from drivers.serial.session import Session
 from drivers.serial.settings import Config, ModbusDevice, ModbusSettings
 from gateway.driver import DriverContext
@@ -82,7 +85,7 @@ class ModbusSession(Session):
     async def serve(self) -> None:
         config = self.config
         client = AsyncModbusSerialClient(
-            config.port,
+            pollfd_url(config.port),  # read without select(): the port's fd may be > 1023
             baudrate=config.baudrate,
             bytesize=config.bytesize,
             parity=config.parity,

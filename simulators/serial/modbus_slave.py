@@ -23,6 +23,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.serial.protocol_pollfd import pollfd_url
 from simulators.serial.faults import Faults
 from simulators.serial.pty import PtyPort
 
@@ -139,7 +140,9 @@ class ModbusBusSim:
         self.server = ModbusSerialServer(
             devices,
             framer=FramerType.RTU,
-            port=self.device_side.slave_path,
+            # pyserial's select() read fails above descriptor 1023; the gateway's no-select
+            # port class works here too (a simulator run next to 1,000+ sockets)
+            port=pollfd_url(self.device_side.slave_path),
             baudrate=9600,
             ignore_missing_devices=True,
             trace_packet=self._trace,
