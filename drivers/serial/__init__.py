@@ -6,7 +6,7 @@ Light on purpose: pyserial and pymodbus are imported only by `load_driver()`.
 
 from __future__ import annotations
 
-from drivers.serial.settings import Config
+from drivers.serial.config import Config
 
 __all__ = ["Config", "load_driver"]
 

@@ -1,8 +1,9 @@
 """The serial driver: one port, one protocol session, and the port's unplug/replug cycle.
 
 A lost port (USB adapter unplugged: reads fail with EIO) is not a driver failure: the devices
-on it are marked offline, the loss is logged once, and the same path is reopened with a
-doubling backoff until it is back (a udev by-id link reappears at the same path).
+on it are marked offline, the loss is logged once, and the same path is reopened with the
+gateway's backoff (doubling, jittered) until it is back (a udev by-id link reappears at the
+same path).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from drivers.serial.config import Config
 from drivers.serial.errors import PortUnavailable
-from drivers.serial.health import Backoff
 from drivers.serial.session import Session
-from drivers.serial.settings import Config
+from gateway.backoff import Backoff
 from gateway.driver import Driver, DriverContext
 
 __all__ = ["SerialDriver"]
@@ -67,4 +68,4 @@ class SerialDriver(Driver[Config]):
                     self.session.port_lost(self.ctx.clock(), error.reason)
                 else:
                     self.ctx.count("port_reopen_failures")
-            await asyncio.sleep(self.backoff.next())
+            await asyncio.sleep(self.backoff.next_delay())

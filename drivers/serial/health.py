@@ -1,33 +1,16 @@
 """Whether a device answers: consecutive misses, the offline mark and the probe backoff.
 
 Pure bookkeeping (no clock, no I/O): the driver reports successes and misses with their time,
-and gets back the status change to emit, if any.
+and gets back the status change to emit, if any. The backoff is the gateway's shared one
+(gateway.backoff); see `probe_delay` for why probes use its ceiling without jitter.
 """
 
 from __future__ import annotations
 
+from gateway.backoff import Backoff
 from gateway.model import Event, Severity
 
-__all__ = ["Backoff", "DeviceHealth"]
-
-
-class Backoff:
-    """Doubling delay between `initial` and `maximum` (no jitter: one port, one gateway)."""
-
-    __slots__ = ("initial", "maximum", "_next")
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
+__all__ = ["DeviceHealth"]
 
 
 class DeviceHealth:
@@ -93,5 +76,12 @@ class DeviceHealth:
         )
 
     def probe_delay(self) -> float:
-        """Seconds until an offline device is polled again (doubling each time)."""
-        return self.backoff.next()
+        """Seconds until an offline device is polled again (doubling each time).
+
+        The backoff's ceiling, without its jitter: `offline_backoff_max` is a bus-time budget
+        (an offline device costs one timeout per that many seconds at most, so the devices that
+        answer keep their intervals), which a delay drawn below the ceiling would break. One
+        probing gateway per bus means no herd for jitter to spread."""
+        delay = self.backoff.ceiling()
+        self.backoff.attempts += 1
+        return delay

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
+from drivers.serial.config import Config, ModbusDevice, ModbusSettings
 from drivers.serial.errors import ModbusExceptionResponse, PortUnavailable, SerialDecodeError
 from drivers.serial.health import DeviceHealth
 from drivers.serial.modbus_codec import ReadBlock, classify_garbled, decode_block, plan_reads
 from drivers.serial.protocol_pollfd import pollfd_url
 from drivers.serial.session import Session
-from drivers.serial.settings import Config, ModbusDevice, ModbusSettings
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

@@ -6,8 +6,8 @@ import abc
 import os
 from collections.abc import Callable
 
+from drivers.serial.config import Config
 from drivers.serial.health import DeviceHealth
-from drivers.serial.settings import Config
 from gateway.driver import DriverContext
 from gateway.errors import DecodeError
 from gateway.model import Reading

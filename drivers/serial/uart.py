@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Callable
 
 from drivers.serial import sds011, wxt
+from drivers.serial.config import Config, Sds011Settings, WxtSettings
 from drivers.serial.errors import SerialDecodeError
 from drivers.serial.health import DeviceHealth
 from drivers.serial.session import Session
-from drivers.serial.settings import Config, Sds011Settings, WxtSettings
 from drivers.serial.transport import SerialLine, open_line
 from gateway.driver import DriverContext
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from drivers.serial.settings import Config, load_map
+from drivers.serial.config import Config, load_map
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from drivers.serial import Config
+from drivers.serial.config import Config
 from simulators.serial import ModbusBusSim, Sds011Sim, SimUnit, WxtSim
 from tests.drivers.serial.conftest import Harness, make_config, running
 from tests.support.wait import async_wait_for

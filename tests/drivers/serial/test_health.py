@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from drivers.serial.health import Backoff, DeviceHealth
+from pathlib import Path
+
+from drivers.serial.driver import SerialDriver
+from drivers.serial.health import DeviceHealth
+from gateway.backoff import Backoff
 from gateway.model import Severity
+from tests.drivers.serial.conftest import Harness, make_config
 
 
-def test_backoff_doubles_to_its_maximum_and_resets() -> None:
-    backoff = Backoff(0.5, 3.0)
-    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    backoff.reset()
-    assert backoff.next() == 0.5
+def test_port_reopen_uses_the_gateway_backoff(tmp_path: Path) -> None:
+    config = make_config(
+        port="/dev/null", protocol="wxt", reopen_backoff_initial=0.5, reopen_backoff_max=3.0
+    )
+    driver = SerialDriver(config, Harness(tmp_path).ctx)
+    assert isinstance(driver.backoff, Backoff)
+    assert (driver.backoff.initial, driver.backoff.maximum) == (0.5, 3.0)
+    delays = [driver.backoff.next_delay() for _ in range(5)]
+    for delay, ceiling in zip(delays, [0.5, 1.0, 2.0, 3.0, 3.0], strict=True):
+        assert ceiling / 2 <= delay <= ceiling
+    driver.session.on_open()  # the port is back: the next loss starts from the initial delay
+    assert driver.backoff.ceiling() == 0.5
 
 
 def test_offline_after_n_misses_then_back() -> None:

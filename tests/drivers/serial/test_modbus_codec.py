@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.serial.config import Register, load_map
 from drivers.serial.errors import ModbusExceptionResponse, SerialDecodeError
 from drivers.serial.modbus_codec import (
     build_read_request,
@@ -21,7 +22,6 @@ from drivers.serial.modbus_codec import (
     plan_reads,
     with_crc,
 )
-from drivers.serial.settings import Register, load_map
 from tests.drivers.serial.vectors import MODBUS_CRC
 
 
