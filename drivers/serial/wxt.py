@@ -50,9 +50,12 @@ _DURATION: Final = {"s": (1.0, 0.0)}
 _HAIL: Final = {"M": (1.0, 0.0), "I": (1 / 6.4516, 0.0)}
 _VOLTAGE: Final = {"V": (1.0, 0.0)}
 
-# field code -> (catalog metric, unit table). Fields the catalog has no row for (Tp internal
-# temperature, Rp/Hp peak intensities, Vh heating voltage, Vr reference voltage, Id text) are
-# known and skipped.
+# field code -> (catalog metric, unit table). Fields the catalog has no row for are known and
+# skipped until it has one (issue 13): Tp internal temperature (Cel, gauge), Rp rain peak
+# intensity (mm/h, gauge), Hp hail peak intensity (hits/cm2/h, gauge), Vh heating voltage (V,
+# gauge; unit N = heating is off, WXT530 guide 7.2.7), Vr 3.5 V reference voltage (V,
+# gauge); Id is free text. No existing row is exactly right for them (`voltage` is a charge
+# point's AC/DC voltage, `temperature` is the air temperature Ta of the same device).
 FIELDS: Final[dict[str, tuple[str, dict[str, tuple[float, float]]]]] = {
     "Dn": ("wind_direction_min", _DIRECTION),
     "Dm": ("wind_direction", _DIRECTION),

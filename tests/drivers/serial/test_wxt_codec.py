@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from drivers.serial import wxt
 from drivers.serial.errors import SerialDecodeError
 from gateway.model import CATALOG
-from tests.drivers.serial.vectors import WXT_CRC, WXT_MESSAGES
+from tests.drivers.serial.vectors import WXT530_QUERY_MESSAGES, WXT_CRC, WXT_MESSAGES
 
 
 @pytest.mark.parametrize(("line", "source", "address", "expected", "invalid", "problems"), WXT_MESSAGES)
@@ -24,6 +24,23 @@ def test_published_messages(
     assert [p.cause for p in message.problems] == problems
     assert all(r.device == "serial:ttyUSB1/0" and r.ts == 100.0 for r in message.readings)
     assert all(r.metric in CATALOG for r in message.readings)
+
+
+@pytest.mark.parametrize(("line", "source", "expected", "skipped"), WXT530_QUERY_MESSAGES)
+def test_wxt530_query_examples_every_field(
+    line: bytes, source: str, expected: dict, skipped: list[str]
+) -> None:
+    """Every field of the published aR1/aR2/aR3/aR5 examples is either forwarded with its
+    exact value or one of the known fields without a catalog row, never silently unknown."""
+    message = wxt.decode_line(line, "ttyUSB1", 100.0)
+    got = {r.metric: r.value for r in message.readings}
+    assert got == pytest.approx(expected), source
+    assert len(message.readings) == len(expected)  # one reading per forwarded field
+    assert message.invalid == 0 and message.problems == []
+    codes = [item.split("=")[0].strip() for item in line.decode().strip().split(",")[1:]]
+    assert [c for c in codes if c not in wxt.FIELDS] == skipped, source
+    assert set(skipped) <= wxt.SKIPPED
+    assert all(wxt.FIELDS[c][0] in CATALOG for c in codes if c in wxt.FIELDS)
 
 
 @pytest.mark.parametrize(("body", "expected"), WXT_CRC)

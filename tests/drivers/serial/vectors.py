@@ -153,6 +153,51 @@ WXT_MESSAGES = [
         [],
     ),
 ]
+# The query examples of each message kind, Vaisala WXT530 Series User Guide M211840EN-D,
+# sections 7.2.4-7.2.7 (as printed: a space before Sx in 7.2.4). Rp and Hp (rain and hail peak
+# intensity), Vh (heating voltage, N = heating is off), Vr (3.5 V reference) and Id (text)
+# have no catalog row: known fields, skipped (listed in wxt.SKIPPED).
+WXT530_QUERY_MESSAGES = [
+    (
+        b"0R1,Dn=236D,Dm=283D,Dx=031D,Sn=0.0M,Sm=1.0M, Sx=2.2M\r\n",
+        "Vaisala WXT530 Series User Guide M211840EN-D, 7.2.4 Wind Data Message (aR1)",
+        {
+            "wind_direction_min": 236.0,
+            "wind_direction": 283.0,
+            "wind_direction_max": 31.0,
+            "wind_speed_min": 0.0,
+            "wind_speed": 1.0,
+            "wind_speed_max": 2.2,
+        },
+        [],
+    ),
+    (
+        b"0R2,Ta=23.6C,Ua=14.2P,Pa=1026.6H\r\n",
+        "Vaisala WXT530 Series User Guide M211840EN-D, 7.2.5 Pressure, Temperature and "
+        "Humidity Data Message (aR2)",
+        {"temperature": 23.6, "humidity": 14.2, "pressure": 102660.0},
+        [],
+    ),
+    (
+        b"0R3,Rc=0.0M,Rd=0s,Ri=0.0M,Hc=0.0M,Hd=0s,Hi=0.0M,Rp=0.0M,Hp=0.0M\r\n",
+        "Vaisala WXT530 Series User Guide M211840EN-D, 7.2.6 Precipitation Data Message (aR3)",
+        {
+            "rain_total": 0.0,
+            "rain_duration": 0.0,
+            "rain_intensity": 0.0,
+            "hail_total": 0.0,
+            "hail_duration": 0.0,
+            "hail_intensity": 0.0,
+        },
+        ["Rp", "Hp"],
+    ),
+    (
+        b"0R5,Th=25.9C,Vh=12.0N,Vs=15.2V,Vr=3.475V,Id=HEL___\r\n",
+        "Vaisala WXT530 Series User Guide M211840EN-D, 7.2.7 Supervisor Data Message (aR5)",
+        {"heating_temperature": 25.9, "supply_voltage": 15.2},
+        ["Vh", "Vr", "Id"],
+    ),
+]
 # Published CRC examples (WXT520 user's guide, automatic mode "Example (with CRC)").
 WXT_CRC = [
     (b"0r1,Sn=0.1M,Sm=0.1M,Sx=0.1M", "GOG"),
