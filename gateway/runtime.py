@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from gateway import loop_errors
 from gateway.backoff import Backoff
 from gateway.batch import KeyframeRecord
 from gateway.config import Config
@@ -164,6 +165,7 @@ class Gateway:
         self._tick_clocks: tuple[float, float] | None = None  # (wall, monotonic) at the last tick
         self._next_keyframe = 0.0  # monotonic time of the next keyframe: the first tick sends one
         self.health: Any = None
+        self.loop_errors: loop_errors.LoopErrorHandler | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -325,6 +327,8 @@ class Gateway:
         """Run until SIGTERM/SIGINT (or `duration` seconds); `drain` closes every window at the
         end and waits for the uplinks to deliver them (bounded demos and tests)."""
         loop = asyncio.get_running_loop()
+        # an exception raised on every loop turn is logged once per cause, not once per turn
+        self.loop_errors = loop_errors.install(loop)
         await self.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
