@@ -48,8 +48,11 @@ def run_gateway(tmp: Path, n: int, window: int, grace: float, checkpoint: float,
         ts = T0 + i / rate
         while ts >= next_tick:
             commit = Commit(now=next_tick, close=agg.close_due(next_tick))
+            commit.carry = agg.carry_changes()
             if next_tick >= next_checkpoint:
-                commit.checkpoint = encode_checkpoint(agg.dirty_open())
+                row = encode_checkpoint(agg.dirty_open())
+                if row is not None:
+                    commit.checkpoints.append(row)
                 next_checkpoint += checkpoint
             outbox.commit(commit)
             next_tick += commit_interval

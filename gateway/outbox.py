@@ -198,6 +198,7 @@ class OutboxStats:
     revisions: int = 0
     batches_written: int = 0
     checkpoint_rows_skipped: int = 0
+    state_bytes: int = 0  # window state on disk, counted against max_bytes with the batches
 
 
 class Outbox:
@@ -265,6 +266,10 @@ class Outbox:
             self._cursor[name] = start
             self._acked_above[name] = set()
         self.stats.dead_letters = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        # evictions are counted across restarts: a gap evicted before a crash stays named
+        evicted = db.execute("SELECT COALESCE(SUM(batches), 0), COALESCE(SUM(records), 0) FROM evictions").fetchone()
+        self.stats.evicted_batches, self.stats.evicted_records = int(evicted[0]), int(evicted[1])
+        self.stats.state_bytes = self._state_bytes(db)
         closed_before = int(meta.get("closed_before", str(-(2**62))))
         open_rows, skipped = self._replay_open_log(db, closed_before)
         self.stats.checkpoint_rows_skipped = skipped
@@ -363,8 +368,11 @@ class Outbox:
             if next_seq != self._next_seq:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(next_seq - 1),))
             total = self.stats.bytes + written_bytes
-            total -= self._evict(db, total, cursors, acked, report)
             total -= self._delete_delivered(db, cursors, report)
+            # window state shares the bound: batches give way to it, oldest first, but never a
+            # batch written by this very commit (it would be lost before any uplink saw it)
+            state_bytes = self._state_bytes(db)
+            total -= self._evict(db, total, state_bytes, cursors, acked, report, below=self._next_seq)
             for name, value in cursors.items():
                 if value != self._cursor.get(name):
                     db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, value))
@@ -487,22 +495,38 @@ class Outbox:
                 above.discard(cursor)
             cursors[name] = cursor
 
+    @staticmethod
+    def _state_bytes(db: sqlite3.Connection) -> int:
+        """Stored bytes of window state: closed windows kept for revisions, the open-window
+        log and the carried values."""
+        row = db.execute(
+            "SELECT (SELECT COALESCE(SUM(length(blob)), 0) FROM closed_windows)"
+            " + (SELECT COALESCE(SUM(length(blob)), 0) FROM open_log)"
+            " + (SELECT COALESCE(SUM(length(value) + length(device) + length(metric) + 8), 0) FROM carry)"
+        ).fetchone()
+        return int(row[0])
+
     def _evict(
         self,
         db: sqlite3.Connection,
         total: int,
+        state_bytes: int,
         cursors: dict[str, int],
         acked: dict[str, set[int]],
         report: CommitReport,
+        *,
+        below: int,
     ) -> int:
-        """Drop the oldest batches until the payload bytes fit the bound; returns bytes freed."""
-        if total <= self.max_bytes:
+        """Drop the oldest batches (seq < `below`) until batches and window state fit the
+        bound; returns the batch bytes freed."""
+        self.stats.state_bytes = state_bytes
+        if total + state_bytes <= self.max_bytes:
             return 0
         freed = 0
         first = last = None
         count = records = 0
-        for seq, size, n in db.execute("SELECT seq, bytes, records FROM batches ORDER BY seq"):
-            if total - freed <= self.max_bytes:
+        for seq, size, n in db.execute("SELECT seq, bytes, records FROM batches WHERE seq < ? ORDER BY seq", (below,)):
+            if total + state_bytes - freed <= self.max_bytes:
                 break
             first = seq if first is None else first
             last = seq

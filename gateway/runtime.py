@@ -210,7 +210,7 @@ class Gateway:
 
     # -- the tick ---------------------------------------------------------------------------
 
-    async def _tick(self, *, checkpoint: bool, flush: bool = False) -> None:
+    async def _tick(self, *, checkpoint: bool, flush: bool = False, acks: bool = False) -> None:
         now = self.clock()
         mono = time.monotonic()
         if self._tick_clocks is not None:
@@ -225,11 +225,16 @@ class Gateway:
         commit = Commit(now=now, close=close if (close or flush or moved) else None)
         if self._events:
             commit.events, self._events = self._events, []
-        for runner in self.runners:
-            acks, dead = runner.take_acks()
-            if acks:
-                commit.acks[runner.name] = acks
-            commit.dead.extend(dead)
+        # Acknowledgements ride along with a commit that happens anyway (a close, events, the
+        # checkpoint): a commit of its own per acknowledged batch was most of the SD card's
+        # writes. Until then the runner keeps them (and does not resend); after a crash those
+        # batches are sent again, which at-least-once delivery allows.
+        if acks or commit.close is not None or commit.events or checkpoint or flush:
+            for runner in self.runners:
+                acknowledged, dead = runner.take_acks()
+                if acknowledged:
+                    commit.acks[runner.name] = acknowledged
+                commit.dead.extend(dead)
         if checkpoint or flush:
             row = encode_checkpoint(self.aggregator.dirty_open())
             if row is not None:
@@ -329,10 +334,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # an exception raised on every loop turn is logged once per cause, not once per turn
         self.loop_errors = loop_errors.install(loop)
-        await self.start()
+        # before start-up: a SIGTERM while the outbox opens must still end in a clean stop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
         tasks = [asyncio.create_task(s.run(), name=f"driver:{s.ctx.name}") for s in self.supervisors]
         runner_tasks = [asyncio.create_task(r.run(), name=f"uplink:{r.name}") for r in self.runners]
         tick_task = asyncio.create_task(self._tick_loop(), name="tick")
@@ -390,7 +396,7 @@ class Gateway:
             for runner in self.runners:
                 runner.wake.set()
             await asyncio.sleep(0.05)
-            await self._tick(checkpoint=False)
+            await self._tick(checkpoint=False, acks=True)
 
     def summary(self) -> Summary:
         outputs = []

@@ -138,3 +138,38 @@ def test_unwritable_state_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open outbox database"):
         ob.open()
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_eviction_counters_survive_a_restart(tmp_path: Path) -> None:
+    ob = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
+    for i in range(200):
+        ob.commit(closed_windows(50, start=T0 + 60 * i))
+    evicted = (ob.stats.evicted_batches, ob.stats.evicted_records)
+    assert evicted[0] > 0
+    ob.close()
+    again = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
+    assert (again.stats.evicted_batches, again.stats.evicted_records) == evicted
+
+
+def test_a_batch_is_never_evicted_by_the_commit_that_wrote_it(tmp_path: Path) -> None:
+    ob = make(tmp_path, max_bytes=1, per_batch=10)  # far below one tick's batches
+    report = ob.commit(closed_windows(25))
+    assert (report.batches, report.evicted_batches) == (3, 0)
+    assert [b.seq for b in ob.pending("a", set(), 10)] == [1, 2, 3]
+    report = ob.commit(closed_windows(5, start=T0 + 60))  # the next commit makes room
+    assert report.evicted_batches == 3 and [b.seq for b in ob.pending("a", set(), 10)] == [4]
+    assert ob.evictions() == [(1, 3, 3, 25)]
+
+
+def test_window_state_counts_against_the_bound(tmp_path: Path) -> None:
+    ob = make(tmp_path, per_batch=1000)
+    ob.commit(closed_windows(500))
+    state = ob.stats.state_bytes
+    assert state > 0 and ob.stats.evicted_batches == 0
+    ob.close()
+    # the same data under a bound that the batches alone would fit but not with the state
+    tight = make(tmp_path / "tight", max_bytes=1, per_batch=1000)
+    tight.max_bytes = state + 10  # room for the state and almost nothing else
+    tight.commit(closed_windows(500))
+    tight.commit(closed_windows(1, start=T0 + 60))
+    assert tight.stats.evicted_batches == 1 and tight.stats.state_bytes >= state

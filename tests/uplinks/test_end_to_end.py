@@ -102,13 +102,19 @@ def test_sigkill_while_forwarding_loses_nothing_closed(tmp_path: Path, broker: B
         assert stored, "the kill came too late: nothing left to forward"
         highest_closed = stored[-1][0]
         # Restart on the same state directory with a short second recording.
-        write_replay(tmp_path / "second.jsonl", _devices(1), steps=5, step_seconds=0.05)
+        second = write_replay(tmp_path / "second.jsonl", _devices(1), steps=5, step_seconds=0.05)
         gateway.config_path.write_text(
             gateway.config_path.read_text().replace(str(tmp_path / "first.jsonl"),
                                                     str(tmp_path / "second.jsonl")))
         gateway.start()
-        wait_for(lambda: gateway.alive() and {b for _, b in stored} <= receiver.ledger.batch_ids,
-                 timeout=30, what="every batch stored at the kill delivered after the restart")
+        # up and serving (a SIGTERM before start-up would say nothing about delivery), then
+        # everything stored at the kill delivered: some may have reached the receiver before
+        # the kill, their acknowledgement not yet committed
+        wait_for(lambda: gateway.alive() and gateway.metric("outbox_batches") >= 0, timeout=30,
+                 what="the restarted gateway serving its metrics")
+        wait_for(lambda: gateway.alive() and {b for _, b in stored} <= receiver.ledger.batch_ids
+                 and gateway.metric("readings", driver="replay") == second, timeout=30,
+                 what="every batch stored at the kill delivered after the restart")
         assert gateway.terminate() == 0
     finally:
         if gateway.process is not None:
