@@ -27,7 +27,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from gateway.batch import BatchDocument, EventRecord, WindowRecord
 
-__all__ = ["PRECISION", "document_lines", "event_point", "window_point"]
+__all__ = ["PRECISION", "document_lines", "event_point", "state_point", "window_point"]
 
 PRECISION: Final = "ms"
 _MS: Final = WritePrecision.MS
@@ -80,11 +80,29 @@ def event_point(gateway: str, event: EventRecord, *, prefix: str = "",
     return point.time(round(event.ts * 1000), _MS)
 
 
+def state_point(gateway: str, device: str, metric: str, ts: float, fields: Mapping[str, Any], *,
+                prefix: str = "", tags: Mapping[str, str] = {}) -> Point:  # noqa: B006 - read-only default
+    """A keyframe (`state` since `ts`) or an end of carry (`carry_ended` from `ts`): states are
+    written on change, so these are the only points between a state's changes."""
+    point = Point(prefix + metric).tag("gateway", gateway).tag("device", device)
+    for key, value in tags.items():
+        point.tag(key, value)
+    for name, value in fields.items():
+        point.field(name, value)
+    return point.time(round(ts * 1000), _MS)
+
+
 def document_lines(document: BatchDocument, *, prefix: str = "",
                    tags: Mapping[str, str] = {}) -> list[bytes]:  # noqa: B006 - read-only default
-    """One encoded line per window record and event, in document order."""
+    """One encoded line per window record, keyframe entry, end of carry and event, in document
+    order. A state series has points only where it changed (batch v2), plus its keyframes."""
+    gateway = document.gateway
     lines: list[Any] = [
-        window_point(document.gateway, record, prefix=prefix, tags=tags) for record in document.windows
+        window_point(gateway, record, prefix=prefix, tags=tags) for record in document.windows
     ]
-    lines += [event_point(document.gateway, event, prefix=prefix, tags=tags) for event in document.events]
+    lines += [state_point(gateway, k.device, k.metric, k.since, {"state": k.state}, prefix=prefix, tags=tags)
+              for k in document.keyframe]
+    lines += [state_point(gateway, e.device, e.metric, e.start, {"carry_ended": 1}, prefix=prefix, tags=tags)
+              for e in document.ended]
+    lines += [event_point(gateway, event, prefix=prefix, tags=tags) for event in document.events]
     return [point.to_line_protocol().encode() for point in lines]

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.batch import SCHEMA_NAME, BatchDocument, EventRecord, WindowRecord, decode_document
+from gateway.batch import (
+    SCHEMA_NAME,
+    BatchDocument,
+    CarryEndRecord,
+    EventRecord,
+    KeyframeRecord,
+    WindowRecord,
+    decode_document,
+)
 from gateway.errors import BatchRejected, UplinkUnavailable
 from gateway.uplinks.influxdb import Config, load_uplink
 from gateway.uplinks.influxdb_lines import document_lines, window_point
@@ -72,6 +80,21 @@ def test_event_lines() -> None:
         b'event,device=ocpp:CP-1/1,gateway=gw,name=connector_status,severity=alarm '
         b'detail_error_code="GroundFailure",text="Faulted" 1235',
         b"event,device=lora:01,gateway=gw,name=sensor_alarm,severity=warning value=1 2000",
+    ]
+
+
+def test_keyframe_and_end_of_carry_lines() -> None:
+    """States are written on change; keyframes and ends of carry are the only points between."""
+    document = BatchDocument(
+        schema=SCHEMA_NAME, version=2, gateway="gw", stream="s", seq=1, batch_id="b", created=0.0,
+        keyframe=[KeyframeRecord(device="ocpp:CP-1/1", metric="connector_status", unit="/",
+                                 since=100.5, state="Charging")],
+        ended=[CarryEndRecord(device="ocpp:CP-2/1", metric="connector_status", unit="/", since=7.0,
+                              state="Available", start=86460)],
+    )
+    assert document_lines(document) == [
+        b'connector_status,device=ocpp:CP-1/1,gateway=gw state="Charging" 100500',
+        b"connector_status,device=ocpp:CP-2/1,gateway=gw carry_ended=1i 86460000",
     ]
 
 
