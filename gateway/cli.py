@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from importlib import resources
 from typing import Any
@@ -34,15 +35,34 @@ def _load(path: str | None) -> Config:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from gateway.checks import check_host
+
     try:
         config = load_config(args.file)
     except ConfigError as error:
-        print(f"{args.file}: {len(error.problems)} problem(s)", file=sys.stderr)
+        print(f"{args.file}: {_count(len(error.problems), 'error')}", file=sys.stderr)
         for problem in error.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  error    {problem}", file=sys.stderr)
+        return 2
+    findings = check_host(config)
+    errors = [f for f in findings if f.severity == "error"]
+    warnings = [f for f in findings if f.severity == "warning"]
+    if errors:
+        print(f"{args.file}: {_count(len(errors), 'error')} on this box, "
+              f"{_count(len(warnings), 'warning')}", file=sys.stderr)
+        for finding in findings:
+            print(f"  {finding.severity:<8} {finding}", file=sys.stderr)
         return 2
     print(summarise(config))
+    if warnings:
+        print(f"{_count(len(warnings), 'warning')}:")
+        for finding in warnings:
+            print(f"  warning  {finding}")
     return 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def summarise(config: Config) -> str:
@@ -137,7 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader left (`check-config ... | head`): stop quietly; the interpreter's final
+        # flush must not fail again, so stdout now points at /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
+    return code
 
 
 if __name__ == "__main__":

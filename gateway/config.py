@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,8 +17,9 @@ from gateway.driver import DriverSettings
 from gateway.errors import ConfigError
 from gateway.registry import DRIVER_PACKAGES, UPLINK_MODULES, driver_module, uplink_module
 from gateway.uplinks.base import UplinkSettings
+from gateway.validation import check_table, describe_error, is_secret_key
 
-__all__ = ["Config", "load_config", "parse_config"]
+__all__ = ["Config", "listen_problem", "load_config", "parse_config"]
 
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -108,55 +108,17 @@ class Config(msgspec.Struct, kw_only=True):
         return Path(self.gateway.state_dir)
 
 
-_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
-_MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+_LISTEN_RE = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 
 
-def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
-    value = raw
-    for part in re.findall(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]", path):
-        key, index = part
-        try:
-            value = value[key] if key else value[int(index)]
-        except (KeyError, IndexError, TypeError):
-            return False, None
-    return True, value
-
-
-def _field_type(root: Any, path: str) -> Any:
-    """The annotated type at a msgspec error path (for listing a Literal's choices)."""
-    current = root
-    for key, index in re.findall(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]", path):
-        if index:
-            args = typing.get_args(current)
-            current = args[0] if args else None
-            continue
-        hints = typing.get_type_hints(current, include_extras=True) if isinstance(current, type) else {}
-        current = hints.get(key)
-        while typing.get_origin(current) is Annotated:
-            current = typing.get_args(current)[0]
-    return current
-
-
-def _describe(error: msgspec.ValidationError, raw: Any, prefix: str, root: Any = None) -> str:
-    """Turn msgspec's message into `path: expected X, found Y`."""
-    text = str(error)
-    match = _PATH_RE.search(text)
-    path = match.group("path") if match else ""
-    message = text[: match.start()] if match else text
-    where = (prefix + path).lstrip(".") or "(top level)"
-    if (m := _UNKNOWN_RE.match(message)) is not None:
-        return f"{where}.{m.group('field')}: unknown key (check the spelling; see config/gateway.example.toml)".lstrip(".")
-    if (m := _MISSING_RE.match(message)) is not None:
-        return f"{where}.{m.group('field')}: required key is missing".lstrip(".")
-    found, value = _lookup(raw, path)
-    expected = re.sub(r", got `[^`]*`$", "", message.removeprefix("Expected ").strip())
-    if message.startswith("Invalid enum value"):
-        choices = typing.get_args(_field_type(root, path)) if root is not None else ()
-        expected = "one of " + ", ".join(repr(c) for c in choices) if choices else "a valid choice"
-    shown = f"found {value!r}" if found else "found nothing"
-    return f"{where}: expected {expected}, {shown}"
+def listen_problem(key: str, value: str) -> str | None:
+    """`host:port` with a port in 0-65535 (0 picks a free one), else the message saying why."""
+    match = _LISTEN_RE.fullmatch(value)
+    if match is None:
+        return f"{key}: expected host:port (e.g. 127.0.0.1:9108) or \"\", found {value!r}"
+    if int(match.group("port")) > 65535:
+        return f"{key}: expected a port from 0 to 65535, found {int(match.group('port'))}"
+    return None
 
 
 def _plugin_config(
@@ -178,10 +140,17 @@ def _plugin_config(
         )
         return None
     module = loader(type_name)
+    before = len(problems)
+    check_table(raw, module.Config, where, problems)
+    listen = raw.get("listen")
+    if isinstance(listen, str) and listen and (problem := listen_problem(f"{where}.listen", listen)):
+        problems.append(problem)
+    if len(problems) > before:
+        return None
     try:
         settings = msgspec.convert(raw, module.Config, strict=True)
     except msgspec.ValidationError as error:
-        problems.append(_describe(error, raw, where, module.Config))
+        problems.append(describe_error(error, raw, where, module.Config))
         return None
     if not settings.name:
         settings.name = type_name
@@ -191,20 +160,41 @@ def _plugin_config(
     return settings
 
 
+def _secrets(raw: Any, secret: bool = False) -> set[str]:
+    """Every string under a secret-looking key, to scrub from messages as a last guard."""
+    if isinstance(raw, dict):
+        return set().union(*(_secrets(v, secret or is_secret_key(str(k))) for k, v in raw.items()))
+    if isinstance(raw, list):
+        return set().union(*(_secrets(v, secret) for v in raw))
+    return {raw} if secret and isinstance(raw, str) and len(raw) >= 4 else set()
+
+
+def _scrub(problems: list[str], raw: Any) -> list[str]:
+    secrets = sorted(_secrets(raw), key=len, reverse=True)
+    for secret in secrets:
+        problems = [p.replace(secret, "(hidden)") for p in problems]
+    return problems
+
+
 def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
     """Validate an already-parsed TOML document; raises ConfigError listing every problem."""
-    try:
-        top = msgspec.convert(raw, _RawConfig, strict=True)
-    except msgspec.ValidationError as error:
-        raise ConfigError([_describe(error, raw, "", _RawConfig)]) from None
     problems: list[str] = []
+    check_table(raw, _RawConfig, "", problems)
+    top: _RawConfig | None = None
+    if not problems:
+        try:
+            top = msgspec.convert(raw, _RawConfig, strict=True)
+        except msgspec.ValidationError as error:
+            problems.append(describe_error(error, raw, "", _RawConfig))
+    raw_drivers = raw.get("drivers") if isinstance(raw.get("drivers"), list) else []
+    raw_uplinks = raw.get("uplinks") if isinstance(raw.get("uplinks"), list) else []
     drivers = [
         _plugin_config("drivers", i, d, DRIVER_PACKAGES, driver_module, problems)
-        for i, d in enumerate(top.drivers)
+        for i, d in enumerate(raw_drivers or [])
     ]
     uplinks = [
         _plugin_config("uplinks", i, u, UPLINK_MODULES, uplink_module, problems)
-        for i, u in enumerate(top.uplinks)
+        for i, u in enumerate(raw_uplinks or [])
     ]
     for kind, items in (("drivers", drivers), ("uplinks", uplinks)):
         seen: set[str] = set()
@@ -214,17 +204,15 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
             if item.name in seen:
                 problems.append(f"{kind}[{i}].name: expected a unique name, found {item.name!r} twice")
             seen.add(item.name)
-    if not top.drivers:
+    if not raw_drivers:
         problems.append("drivers: expected at least one [[drivers]] table, found none")
-    if top.runtime.restart_backoff_max < top.runtime.restart_backoff_initial:
-        problems.append(
-            "runtime.restart_backoff_max: expected >= restart_backoff_initial "
-            f"({top.runtime.restart_backoff_initial}), found {top.runtime.restart_backoff_max}"
-        )
-    if top.health.listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", top.health.listen):
-        problems.append(f"health.listen: expected host:port or \"\", found {top.health.listen!r}")
-    if problems:
-        raise ConfigError(problems)
+    listen = raw.get("health", {}).get("listen") if isinstance(raw.get("health"), dict) else None
+    if isinstance(listen, str) and listen and (problem := listen_problem("health.listen", listen)):
+        problems.append(problem)
+    if top is not None:
+        problems.extend(_cross_checks(top))
+    if problems or top is None:
+        raise ConfigError(_scrub(problems, raw))
     if not uplinks:
         from gateway.uplinks.file import Config as FileConfig
 
@@ -240,6 +228,17 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
         uplinks=[u for u in uplinks if u is not None],
         source=source,
     )
+
+
+def _cross_checks(top: _RawConfig) -> list[str]:
+    """Rules that span keys of the gateway's own sections."""
+    problems: list[str] = []
+    if top.runtime.restart_backoff_max < top.runtime.restart_backoff_initial:
+        problems.append(
+            "runtime.restart_backoff_max: expected >= restart_backoff_initial "
+            f"({top.runtime.restart_backoff_initial}), found {top.runtime.restart_backoff_max}"
+        )
+    return problems
 
 
 def load_config(path: str | Path) -> Config:

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.config import _describe
 from gateway.errors import ConfigError
+from gateway.validation import describe_error
 
 __all__ = [
     "BleGroup",
@@ -213,7 +213,7 @@ def parse_scenario(raw: dict[str, Any], *, scale: float = 1.0) -> Scenario:
     try:
         scenario = msgspec.convert(raw, Scenario, strict=True)
     except msgspec.ValidationError as error:
-        message = _describe(error, raw, "", Scenario).replace("config/gateway.example.toml", "config/scenarios/reference.toml")
+        message = describe_error(error, raw, "", Scenario).replace("config/gateway.example.toml", "config/scenarios/reference.toml")
         if ".kind: expected Invalid value" in message:  # an unknown fault kind (the union's tag)
             found = message.rsplit("found ", 1)[1]
             message = f"{message.split(': ', 1)[0]}: expected one of {', '.join(map(repr, FAULT_KINDS))}, found {found}"

@@ -94,7 +94,7 @@ def test_shipped_xy_md02_map() -> None:
         ),
         (
             {"protocol": "modbus", "modbus": {"devices": [{"unit": 0, "map": "xy_md02"}]}},
-            "drivers[0].modbus.devices[0].unit: expected `int` >= 1, found 0",
+            "drivers[0].modbus.devices[0].unit: expected a whole number >= 1 and <= 247, found 0",
         ),
         (
             {"protocol": "wxt", "reopen_backoff_initial": 5.0, "reopen_backoff_max": 1.0},
