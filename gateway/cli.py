@@ -109,6 +109,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_test(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.testmode import run_test
+
+    try:
+        config = _load(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level, config.log.format)
+    shown = args.driver or ", ".join(d.name for d in config.drivers)
+    print(f"edge-gateway test: drivers {shown} for {args.seconds:g} s; no windows, no uplinks "
+          "(Ctrl-C stops)", flush=True)
+    print(f"{'event time (UTC)':<24}  {'device':<28} {'metric':<24} {'value':>12} unit", flush=True)
+    try:
+        report = asyncio.run(
+            run_test(config, driver=args.driver, seconds=args.seconds, count=args.count, out=sys.stdout)
+        )
+    except LookupError as error:
+        print(f"edge-gateway test: {error.args[0]}", file=sys.stderr)
+        return 2
+    print(report.render())
+    return 1 if report.failed or not sum(report.readings.values()) else 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from gateway.health import fetch_status, format_status
 
@@ -148,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check)
+    test = sub.add_parser("test", help="run the drivers alone and print each decoded reading")
+    test.add_argument("--config", "-c", help="TOML config file (embedded demo default without it)")
+    test.add_argument("--driver", help="only the driver with this name")
+    test.add_argument("--seconds", type=float, default=30.0, help="stop after this long (30)")
+    test.add_argument("--count", type=int, default=0, help="stop after this many readings")
+    test.set_defaults(func=_cmd_test)
     status = sub.add_parser("status", help="print the running gateway's counters")
     status.add_argument("--config", "-c", help="config file (for [health] listen)")
     status.add_argument("--url", help="metrics URL, e.g. http://127.0.0.1:9108/metrics")
