@@ -135,28 +135,39 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 1 if report.failed or not sum(report.readings.values()) else 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from gateway.health import fetch_status, format_status
+INSTALLED_CONFIG = "/etc/edge-gateway/gateway.toml"
 
-    url = args.url
-    if url is None:
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from gateway.status import EXIT_CODES, render_text
+
+    base = args.url
+    if base is None:
         try:
-            config = _load(args.config)
+            config = load_config(args.config)
         except ConfigError as error:
-            print(f"config error: {error}", file=sys.stderr)
-            return 2
+            print(f"edge-gateway status: {args.config}: {error.problems[0]}", file=sys.stderr)
+            return 3
         if not config.health.listen:
-            print("edge-gateway status: [health] listen is off in this config", file=sys.stderr)
-            return 2
-        url = f"http://{config.health.listen}/metrics"
+            print(f"edge-gateway status: [health] listen is off in {args.config}", file=sys.stderr)
+            return 3
+        host, _, port = config.health.listen.rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        base = f"http://{host}:{port}"
+    base = base.rstrip("/").removesuffix("/metrics").removesuffix("/status.json")
     try:
-        status = fetch_status(url)
-    except OSError as error:
-        print(f"edge-gateway status: no gateway answering at {url} ({error})", file=sys.stderr)
-        return 1
-    print(f"edge-gateway status ({url})")
-    print(format_status(status))
-    return 0
+        with urllib.request.urlopen(base + "/status.json", timeout=5) as answer:  # noqa: S310 - local
+            status = json.load(answer)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        print(f"edge-gateway status: no gateway answering at {base} ({reason})", file=sys.stderr)
+        return 3
+    print(json.dumps(status, indent=1) if args.json else render_text(status))
+    return EXIT_CODES.get(status.get("verdict", ""), 3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--seconds", type=float, default=30.0, help="stop after this long (30)")
     test.add_argument("--count", type=int, default=0, help="stop after this many readings")
     test.set_defaults(func=_cmd_test)
-    status = sub.add_parser("status", help="print the running gateway's counters")
-    status.add_argument("--config", "-c", help="config file (for [health] listen)")
-    status.add_argument("--url", help="metrics URL, e.g. http://127.0.0.1:9108/metrics")
+    status = sub.add_parser(
+        "status", help="one screen on the running gateway; exit 0 ok, 1 degraded, 2 unhealthy, 3 no answer"
+    )
+    status.add_argument("--config", "-c", default=INSTALLED_CONFIG,
+                        help=f"config file, for [health] listen ({INSTALLED_CONFIG})")
+    status.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
+    status.add_argument("--json", action="store_true", help="the status as JSON, for scripts")
     status.set_defaults(func=_cmd_status)
     return parser
 

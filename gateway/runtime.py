@@ -50,6 +50,8 @@ log = structlog.get_logger("runtime")
 HEALTHY_RUN = 60.0
 # Wall-clock steps larger than this between two ticks are counted as clock jumps (NTP sync).
 CLOCK_STEP = 1.0
+# systemd STATUS= (the line `systemctl status` shows) is refreshed this often (seconds).
+STATUS_EVERY = 10.0
 
 
 class DriverSupervisor:
@@ -165,6 +167,7 @@ class Gateway:
         self._tick_clocks: tuple[float, float] | None = None  # (wall, monotonic) at the last tick
         self._next_keyframe = 0.0  # monotonic time of the next keyframe: the first tick sends one
         self.health: Any = None
+        self.status_board: Any = None
         self.loop_errors: loop_errors.LoopErrorHandler | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -293,14 +296,26 @@ class Gateway:
                 next_checkpoint = time.monotonic() + checkpoint_every
             await self._tick(checkpoint=due)
 
+    @property
+    def storage_failing(self) -> bool:
+        """True while outbox commits fail and their content is held in memory."""
+        return self._pending is not None
+
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval
-        if not interval:
+        if not self.notifier.enabled:
             return
+        next_status = 0.0
         while True:
-            await asyncio.sleep(interval / 2)
-            if time.time() - self.last_tick < interval and self._pending is None:
+            await asyncio.sleep(min(interval / 2, STATUS_EVERY) if interval else STATUS_EVERY)
+            if interval and time.time() - self.last_tick < interval and self._pending is None:
                 self.notifier.notify("WATCHDOG=1")
+            if time.monotonic() >= next_status and self.status_board is not None:
+                next_status = time.monotonic() + STATUS_EVERY
+                from gateway.status import one_line
+
+                status = await asyncio.to_thread(self.status_board.status)
+                self.notifier.notify(f"STATUS={one_line(status)}")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -311,10 +326,11 @@ class Gateway:
         self.aggregator.advance(self.clock())
         self._build_drivers()
         self._build_uplinks()
-        if self.config.health.listen:
-            from gateway.health import HealthServer
+        from gateway.health import HealthServer, StatusBoard
 
-            self.health = HealthServer(self, self.config.health.listen)
+        self.status_board = StatusBoard(self)
+        if self.config.health.listen:
+            self.health = HealthServer(self.status_board, self.config.health.listen)
             self.health.start()
         log.info(
             "gateway started",

@@ -62,6 +62,7 @@ class UplinkRunner:
         self.failures = 0
         self.dead_lettered = 0
         self.last_success = 0.0
+        self.last_error = ""  # the last failure's reason until the next success (status page)
 
     # -- what the tick loop collects ---------------------------------------------------------
 
@@ -97,6 +98,7 @@ class UplinkRunner:
         self.failures += 1
         self.ctx.connected = False
         reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+        self.last_error = str(reason)
         if reason not in self._logged_failures:
             self._logged_failures.add(reason)
             self.log.warning(
@@ -172,6 +174,7 @@ class UplinkRunner:
             self.forwarded_batches += 1
             self.forwarded_records += batch.records
             self.last_success = time.time()
+            self.last_error = ""
             if self._backoff.attempts:
                 self._backoff.reset()
                 self._logged_failures.clear()
