@@ -34,7 +34,7 @@ def make_gateway(tmp_path: Path, *, broken_driver: bool = False) -> tuple[Gatewa
     data = tmp_path / "day.jsonl"
     data.write_text("".join(
         json.dumps({"device": "ble:aa", "metric": "temperature", "value": 20.0 + i, "ts": now - i})
-        + "\n" for i in range(READINGS)))
+        + "\n" for i in range(READINGS)) + "not json\n")  # one decode error
     drivers: list[dict[str, Any]] = [{"type": "replay", "name": "park", "path": str(data), "speed": 0}]
     if broken_driver:
         drivers.append({"type": "replay", "name": "harbour", "path": str(tmp_path / "missing.csv")})
