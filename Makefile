@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libglib2.0-dev pkg-config openssl
+DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libglib2.0-dev pkg-config openssl \
+          prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo demo-replay test venv test-deps lint bench clean
@@ -39,7 +40,7 @@ test-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 lint: $(VENV)/.test-installed
