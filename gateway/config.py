@@ -15,6 +15,13 @@ import msgspec
 
 from gateway.driver import DriverSettings
 from gateway.errors import ConfigError
+from gateway.model import (
+    FORWARDED_NAME,
+    MAX_EXTRA_METRICS,
+    MAX_NAME_LENGTH,
+    Kind,
+    configure_metrics,
+)
 from gateway.registry import DRIVER_PACKAGES, UPLINK_MODULES, driver_module, uplink_module
 from gateway.uplinks.base import UplinkSettings
 from gateway.validation import check_table, describe_error, is_secret_key
@@ -81,6 +88,52 @@ class RuntimeSection(_Section):
     restart_backoff_max: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
 
 
+class MetricSection(_Section):
+    # Unit of a measurement outside the catalog, a SenML symbol where one exists ("Cel", "%RH",
+    # "ppm", "ug/m3", "V", "W", "Wh", "/" for a plain number); printable ASCII, no spaces.
+    unit: str
+    # How windows aggregate it: gauge (min/max/mean/last), counter (delta of a register) or
+    # state (text values: last, transitions, seconds per state).
+    kind: Literal["gauge", "counter", "state"] = "gauge"
+
+
+_UNIT = re.compile(r"[!-~]{1,16}")
+_KINDS: dict[str, Kind] = {"gauge": Kind.GAUGE, "counter": Kind.COUNTER, "state": Kind.STATE}
+
+
+def _metric_sections(raw: dict[str, Any], problems: list[str]) -> dict[str, MetricSection]:
+    """`[metrics.<name>]` tables, each checked on its own so every message names its table.
+    Names take the forwarded-name form (docs/metrics.md), which no catalog name has, so a
+    configured row never shadows a catalog one."""
+    if len(raw) > MAX_EXTRA_METRICS:
+        problems.append(f"metrics: expected at most {MAX_EXTRA_METRICS} entries, found {len(raw)}")
+    sections: dict[str, MetricSection] = {}
+    for name, table in raw.items():
+        where = f"metrics.{name}"
+        if len(name) > MAX_NAME_LENGTH or not FORWARDED_NAME.fullmatch(name):
+            problems.append(
+                f"{where}: expected a name like x_<lower_case_words> (x_ then a-z, 0-9 and single "
+                f"underscores, at most {MAX_NAME_LENGTH} characters), found {name!r}"
+            )
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table with unit and kind, found {table!r}")
+            continue
+        try:
+            section = msgspec.convert(table, MetricSection, strict=True)
+        except msgspec.ValidationError as error:
+            problems.append(describe_error(error, table, where, MetricSection))
+            continue
+        if not _UNIT.fullmatch(section.unit):
+            problems.append(
+                f"{where}.unit: expected a unit symbol, 1 to 16 printable ASCII characters without "
+                f"spaces (SenML where one exists: \"Cel\", \"ug/m3\", \"/\"), found {section.unit!r}"
+            )
+            continue
+        sections[name] = section
+    return sections
+
+
 class _RawConfig(_Section):
     gateway: GatewaySection
     windows: WindowsSection = msgspec.field(default_factory=WindowsSection)
@@ -90,6 +143,8 @@ class _RawConfig(_Section):
     runtime: RuntimeSection = msgspec.field(default_factory=RuntimeSection)
     drivers: list[dict[str, Any]] = msgspec.field(default_factory=list)
     uplinks: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # Measurements outside the catalog: [metrics.x_<name>] unit = "...", kind = "...".
+    metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -102,6 +157,7 @@ class Config(msgspec.Struct, kw_only=True):
     drivers: list[DriverSettings]
     uplinks: list[UplinkSettings]
     source: str = "<embedded>"
+    metrics: dict[str, MetricSection] = msgspec.field(default_factory=dict)
 
     @property
     def state_path(self) -> Path:
@@ -186,6 +242,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
             top = msgspec.convert(raw, _RawConfig, strict=True)
         except msgspec.ValidationError as error:
             problems.append(describe_error(error, raw, "", _RawConfig))
+    metrics = _metric_sections(top.metrics, problems) if top is not None else {}
     raw_drivers = raw.get("drivers") if isinstance(raw.get("drivers"), list) else []
     raw_uplinks = raw.get("uplinks") if isinstance(raw.get("uplinks"), list) else []
     drivers = [
@@ -213,6 +270,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
         problems.extend(_cross_checks(top))
     if problems or top is None:
         raise ConfigError(_scrub(problems, raw))
+    # the process's configured metrics are this config's (windows and uplinks look units up)
+    configure_metrics({name: (row.unit, _KINDS[row.kind]) for name, row in metrics.items()})
     if not uplinks:
         from gateway.uplinks.file import Config as FileConfig
 
@@ -227,6 +286,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
         drivers=[d for d in drivers if d is not None],
         uplinks=[u for u in uplinks if u is not None],
         source=source,
+        metrics=metrics,
     )
 
 

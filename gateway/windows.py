@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from gateway.batch import WindowRecord
-from gateway.model import CATALOG, Kind, Reading
+from gateway.model import CATALOG, Kind, Reading, extra_metric
 
 assert (int(Kind.GAUGE), int(Kind.COUNTER), int(Kind.STATE)) == (0, 1, 2), "tags below mirror Kind"
 
@@ -120,7 +120,20 @@ class CloseResult:
         return bool(self.closed or self.late or self.ended)
 
 
+# Catalog kinds: the hot path's lookup. A miss (a metric outside the catalog) falls back to the
+# per-process registry of configured and forwarded metrics (`_extra_kind`), which runs once per
+# new accumulator of such a metric, never for catalog metrics.
 _KIND_OF: Final[dict[str, int]] = {name: int(m.kind) for name, m in CATALOG.items()}
+
+
+def _extra_kind(metric: str) -> int | None:
+    row = extra_metric(metric)
+    return None if row is None else int(row.kind)
+
+
+def _kind_of(metric: str) -> int | None:
+    kind = _KIND_OF.get(metric)
+    return _extra_kind(metric) if kind is None else kind
 
 
 def _new_acc(kind: int, value: Any, ts: float) -> list[Any]:
@@ -178,8 +191,10 @@ class Aggregator:
         if acc is None:
             kind = _KIND_OF.get(reading.metric)
             if kind is None:
-                self.stats.unknown_metric += 1
-                return
+                kind = _extra_kind(reading.metric)
+                if kind is None:
+                    self.stats.unknown_metric += 1
+                    return
             bucket[key] = _new_acc(kind, value, ts)
         elif not acc[0]:  # GAUGE is 0: a truth test, no global lookup on the hot path
             acc[1] += 1
@@ -233,9 +248,11 @@ class Aggregator:
             if acc is None:
                 kind = kind_of.get(metric)
                 if kind is None:
-                    stats.unknown_metric += 1
-                    skipped += 1
-                    continue
+                    kind = _extra_kind(metric)
+                    if kind is None:
+                        stats.unknown_metric += 1
+                        skipped += 1
+                        continue
                 bucket[key] = _new_acc(kind, value, ts)  # type: ignore[index]
             elif not acc[0]:  # GAUGE
                 acc[1] += 1
@@ -347,7 +364,7 @@ class Aggregator:
                 continue
             del self._carry[key]
             self._carry_changed.add(key)
-            if _KIND_OF.get(key[1]) == STATE:
+            if _kind_of(key[1]) == STATE:
                 ended.append((key, ts, value, first_uncovered))
         return ended
 
@@ -382,7 +399,7 @@ class Aggregator:
     def carried_states(self) -> list[tuple[SeriesKey, float, Any]]:
         """Every carried state series with its last reading: the content of a keyframe."""
         return [
-            (key, ts, value) for key, (ts, value) in self._carry.items() if _KIND_OF.get(key[1]) == STATE
+            (key, ts, value) for key, (ts, value) in self._carry.items() if _kind_of(key[1]) == STATE
         ]
 
     def carry_changes(self) -> list[tuple[SeriesKey, float | None, Any]]:
@@ -472,13 +489,16 @@ def merge(stored: list[Any], late: list[Any]) -> list[Any]:
 def finalize(
     device: str, metric: str, start: int, window: int, acc: list[Any], revision: int = 0
 ) -> WindowRecord:
-    """Turn an accumulator into the record the platform receives."""
-    info = CATALOG[metric]
+    """Turn an accumulator into the record the platform receives. A metric outside the catalog
+    takes its unit from the registry; one restored from a checkpoint before its driver met it
+    again in this process has no known unit yet ("")."""
+    info = CATALOG.get(metric) or extra_metric(metric)
+    unit, wrap = (info.unit, info.wrap) if info is not None else ("", 0.0)
     kind = acc[0]
     common = {
         "device": device,
         "metric": metric,
-        "unit": info.unit,
+        "unit": unit,
         "kind": _KIND_NAMES[kind],
         "start": start,
         "window": window,
@@ -491,7 +511,7 @@ def finalize(
         )
     points = sorted(acc[P_POINTS], key=_point_order)
     if kind == COUNTER:
-        return WindowRecord(**common, **_counter_fields(points, info.wrap, acc[P_PRIOR]))
+        return WindowRecord(**common, **_counter_fields(points, wrap, acc[P_PRIOR]))
     return WindowRecord(**common, **_state_fields(points, acc[P_PRIOR], start, start + window))
 
 
