@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway.driver import DriverSettings
-from gateway.model import CATALOG
+from gateway.model import CATALOG, FORWARDED_NAME, MAX_NAME_LENGTH
 
 __all__ = [
     "MAPS_DIR",
@@ -38,8 +38,9 @@ class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Register(_Table, kw_only=True):
-    # Catalog metric the value becomes (gateway/model.py), already in the catalog unit
-    # after scale and offset.
+    # Catalog metric the value becomes (docs/metrics.md), already in the catalog unit after
+    # scale and offset; or x_<name> to forward it outside the catalog (unit and kind from
+    # the gateway config's [metrics.x_<name>], else a gauge without unit).
     metric: str
     # 3 = read holding registers, 4 = read input registers.
     function: Literal[3, 4] = 3
@@ -199,10 +200,13 @@ class Config(DriverSettings, kw_only=True):
             if not device.map and not device.registers:
                 problems.append(f"{where}: expected `map` or [[registers]], found neither")
             for j, register in enumerate(device.registers):
-                if register.metric not in CATALOG:
+                if register.metric not in CATALOG and not (
+                    len(register.metric) <= MAX_NAME_LENGTH and FORWARDED_NAME.fullmatch(register.metric)
+                ):
                     problems.append(
-                        f"{where}.registers[{j}].metric: expected a catalog metric "
-                        f"(gateway/model.py), found {register.metric!r}"
+                        f"{where}.registers[{j}].metric: expected a catalog metric (docs/metrics.md) "
+                        f"or x_<lower_case_words> to forward it outside the catalog, found "
+                        f"{register.metric!r}"
                     )
                 if register.address + (2 if register.type.endswith("32") else 1) > 65536:
                     problems.append(

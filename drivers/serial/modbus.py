@@ -30,7 +30,7 @@ from drivers.serial.modbus_codec import ReadBlock, classify_garbled, decode_bloc
 from drivers.serial.protocol_pollfd import pollfd_url
 from drivers.serial.session import Session
 from gateway.driver import DriverContext
-from gateway.model import Reading
+from gateway.model import CATALOG, Reading, register_forwarded
 
 __all__ = ["ModbusSession"]
 
@@ -44,12 +44,19 @@ class _Miss(Exception):
 class _Polled:
     """A device's schedule: its reads, its health and when it is due (loop time)."""
 
-    __slots__ = ("unit", "interval", "blocks", "health", "due")
+    __slots__ = ("unit", "interval", "blocks", "health", "due", "forwarded")
 
     def __init__(self, device: ModbusDevice, health: DeviceHealth) -> None:
         self.unit = device.unit
         self.interval = device.interval
         self.blocks: list[ReadBlock] = plan_reads(device.all_registers())
+        # registers mapped to x_ names: registered once (the config's [metrics] row, else a
+        # gauge without unit), counted per reading as unknown_metric_forwarded
+        self.forwarded = frozenset(
+            f.metric for block in self.blocks for f in block.fields if f.metric not in CATALOG
+        )
+        for name in self.forwarded:
+            register_forwarded(name)
         self.health = health
         self.due = 0.0
 
@@ -146,10 +153,18 @@ class ModbusSession(Session):
             if back is not None:
                 self.ctx.event(back)
             self.ctx.emit_many(readings)
+            self._count_forwarded(polled, readings)
             self.ctx.emit(Reading(health.device, "sensor_status", "error", ts))
             return
         self.ctx.emit_many(readings)
+        self._count_forwarded(polled, readings)
         self.answered(health, self.ctx.clock())
+
+    def _count_forwarded(self, polled: _Polled, readings: list[Reading]) -> None:
+        if polled.forwarded:
+            n = sum(1 for r in readings if r.metric in polled.forwarded)
+            if n:
+                self.ctx.count("unknown_metric_forwarded", n)
 
     async def _read(
         self,

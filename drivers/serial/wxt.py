@@ -50,12 +50,14 @@ _DURATION: Final = {"s": (1.0, 0.0)}
 _HAIL: Final = {"M": (1.0, 0.0), "I": (1 / 6.4516, 0.0)}
 _VOLTAGE: Final = {"V": (1.0, 0.0)}
 
-# field code -> (catalog metric, unit table). Fields the catalog has no row for are known and
-# skipped until it has one (issue 13): Tp internal temperature (Cel, gauge), Rp rain peak
-# intensity (mm/h, gauge), Hp hail peak intensity (hits/cm2/h, gauge), Vh heating voltage (V,
-# gauge; unit N = heating is off, WXT530 guide 7.2.7), Vr 3.5 V reference voltage (V,
-# gauge); Id is free text. No existing row is exactly right for them (`voltage` is a charge
-# point's AC/DC voltage, `temperature` is the air temperature Ta of the same device).
+# Heating voltage (WXT530 guide 7.2.7, aR5): the unit character tells the heating state, the
+# number is volts either way: N = heating off (or no heating option), V = heating on at full
+# power, W = heating on at half power, F = heating on in the failsafe mode.
+_HEATING_VOLTAGE: Final = {"N": (1.0, 0.0), "V": (1.0, 0.0), "W": (1.0, 0.0), "F": (1.0, 0.0)}
+
+# field code -> (catalog metric, unit table): every measurement of aR1/aR2/aR3/aR5 (and the
+# aR0 composite, which repeats them). Id (aR5 information field) is free text, not a
+# measurement: known and skipped.
 FIELDS: Final[dict[str, tuple[str, dict[str, tuple[float, float]]]]] = {
     "Dn": ("wind_direction_min", _DIRECTION),
     "Dm": ("wind_direction", _DIRECTION),
@@ -64,18 +66,23 @@ FIELDS: Final[dict[str, tuple[str, dict[str, tuple[float, float]]]]] = {
     "Sm": ("wind_speed", _SPEED),
     "Sx": ("wind_speed_max", _SPEED),
     "Ta": ("temperature", _TEMPERATURE),
+    "Tp": ("internal_temperature", _TEMPERATURE),
     "Ua": ("humidity", _HUMIDITY),
     "Pa": ("pressure", _PRESSURE),
     "Rc": ("rain_total", _RAIN_AMOUNT),
     "Rd": ("rain_duration", _DURATION),
     "Ri": ("rain_intensity", _RAIN_RATE),
+    "Rp": ("rain_intensity_peak", _RAIN_RATE),
     "Hc": ("hail_total", _HAIL),
     "Hd": ("hail_duration", _DURATION),
     "Hi": ("hail_intensity", _HAIL),
+    "Hp": ("hail_intensity_peak", _HAIL),
     "Th": ("heating_temperature", _TEMPERATURE),
+    "Vh": ("heating_voltage", _HEATING_VOLTAGE),
     "Vs": ("supply_voltage", _VOLTAGE),
+    "Vr": ("reference_voltage", _VOLTAGE),
 }
-SKIPPED: Final = frozenset({"Tp", "Rp", "Hp", "Vh", "Vr", "Id"})
+SKIPPED: Final = frozenset({"Id"})
 MESSAGE_KINDS: Final = frozenset("01235")
 
 

@@ -84,6 +84,13 @@ def test_shipped_xy_md02_map() -> None:
         (
             {"protocol": "modbus", "modbus": {"devices": [
                 {"unit": 1, "registers": [{"metric": "temprature", "address": 0}]}]}},
+            "drivers[0].modbus.devices[0].registers[0].metric: expected a catalog metric "
+            "(docs/metrics.md) or x_<lower_case_words> to forward it outside the catalog, "
+            "found 'temprature'",
+        ),
+        (
+            {"protocol": "modbus", "modbus": {"devices": [
+                {"unit": 1, "registers": [{"metric": "x_Flow", "address": 0}]}]}},
             "drivers[0].modbus.devices[0].registers[0].metric: expected a catalog metric",
         ),
         (

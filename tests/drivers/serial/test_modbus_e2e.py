@@ -75,6 +75,7 @@ async def test_custom_register_map_types_and_orders(tmp_path: Path, harness: Har
             10: 0x0000, 11: 0x4148,  # float32 12.5, little word order
             12: 0x0001, 13: 0x86A0,  # uint32 100000, big word order
             14: 0xFF9C,  # int16 -100
+            15: 1234,  # a register outside the catalog, mapped by the user
         },
     )
     sim = ModbusBusSim([unit], link=tmp_path / "ttyBUS")
@@ -85,6 +86,7 @@ async def test_custom_register_map_types_and_orders(tmp_path: Path, harness: Har
         {"metric": "pressure", "function": 3, "address": 12, "type": "uint32"},
         {"metric": "co2", "function": 3, "address": 14, "type": "int16", "scale": -1.0,
          "offset": 300.0},
+        {"metric": "x_flow_rate", "function": 3, "address": 15, "scale": 0.01},
     ]
     config = bus_config(sim.path, [], devices=[{"unit": 9, "interval": 0.1, "registers": registers}])
     try:
@@ -96,6 +98,13 @@ async def test_custom_register_map_types_and_orders(tmp_path: Path, harness: Har
     assert latest["temperature"] == 12.5
     assert latest["pressure"] == 100000.0
     assert latest["co2"] == 400.0
+    # forwarded outside the catalog, counted, and windowed with its registered unit (none known)
+    assert latest["x_flow_rate"] == 12.34
+    forwarded = len(harness.of("serial:ttyBUS/9", "x_flow_rate"))
+    assert forwarded >= 1 and harness.ctx.counters["unknown_metric_forwarded"] == forwarded
+    records = [r for r in harness.windows() if r.metric == "x_flow_rate"]
+    assert sum(r.count for r in records) == forwarded
+    assert {(r.unit, r.kind) for r in records} == {("", "gauge")}
 
 
 async def test_silent_unit_goes_offline_without_delaying_the_others(

@@ -58,6 +58,14 @@ def test_bad_crc_rejects_the_line() -> None:
 UNITS = [
     ("Sm", "M", 10.0, "wind_speed", 10.0),
     ("Sm", "K", 36.0, "wind_speed", 10.0),
+    ("Tp", "C", 31.5, "internal_temperature", 31.5),
+    ("Tp", "F", 50.0, "internal_temperature", 10.0),
+    ("Rp", "I", 1.0, "rain_intensity_peak", 25.4),
+    ("Hp", "M", 2.0, "hail_intensity_peak", 2.0),
+    ("Vh", "V", 12.1, "heating_voltage", 12.1),  # heating on, full power
+    ("Vh", "W", 12.1, "heating_voltage", 12.1),  # heating on, half power
+    ("Vh", "F", 12.1, "heating_voltage", 12.1),  # failsafe heating
+    ("Vr", "V", 3.5, "reference_voltage", 3.5),
     ("Sm", "S", 10.0, "wind_speed", 4.4704),
     ("Sm", "N", 10.0, "wind_speed", 5.144444),
     ("Ta", "F", 212.0, "temperature", 100.0),
@@ -122,7 +130,7 @@ def test_decode_line_arbitrary_bytes(data: bytes) -> None:
 
 
 _field = st.tuples(
-    st.sampled_from(sorted(wxt.FIELDS) + ["Tp", "Vh", "Zz"]),
+    st.sampled_from(sorted(wxt.FIELDS) + ["Id", "Zz"]),
     st.text("0123456789.-#e", max_size=6),
     st.sampled_from(list("MKSNDCFPHBIsV#x") + [""]),
 )

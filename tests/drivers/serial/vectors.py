@@ -93,6 +93,7 @@ WXT_MESSAGES = [
             "pressure": 99680.0,
             "rain_total": 0.0,
             "supply_voltage": 12.0,
+            "heating_voltage": 0.0,  # N: heating off
         },
         0,
         [],
@@ -124,7 +125,12 @@ WXT_MESSAGES = [
         b"0R5,Th=76.1F,Vh=11.5N,Vs=11.5V,Vr=3.510V\r\n",
         WXT_SOURCE_520 + ", combined data message (aR) supervisor part",
         "0",
-        {"heating_temperature": (76.1 - 32) * 5 / 9, "supply_voltage": 11.5},
+        {
+            "heating_temperature": (76.1 - 32) * 5 / 9,
+            "heating_voltage": 11.5,
+            "supply_voltage": 11.5,
+            "reference_voltage": 3.510,
+        },
         0,
         [],
     ),
@@ -148,15 +154,14 @@ WXT_MESSAGES = [
         b"0r5,Th=25.0C,Vh=10.6#,Vs=10.8V,Vr=3.369VO]T\r\n",
         WXT_SOURCE_520 + ", automatic mode example with CRC (Vh carries the # marker)",
         "0",
-        {"heating_temperature": 25.0, "supply_voltage": 10.8},
-        0,  # Vh has no catalog row: skipped before its marker is looked at
+        {"heating_temperature": 25.0, "supply_voltage": 10.8, "reference_voltage": 3.369},
+        1,  # Vh carries the invalid marker
         [],
     ),
 ]
 # The query examples of each message kind, Vaisala WXT530 Series User Guide M211840EN-D,
-# sections 7.2.4-7.2.7 (as printed: a space before Sx in 7.2.4). Rp and Hp (rain and hail peak
-# intensity), Vh (heating voltage, N = heating is off), Vr (3.5 V reference) and Id (text)
-# have no catalog row: known fields, skipped (listed in wxt.SKIPPED).
+# sections 7.2.4-7.2.7 (as printed: a space before Sx in 7.2.4). Every measurement is forwarded;
+# Id (text) is not a measurement: a known field, skipped (listed in wxt.SKIPPED).
 WXT530_QUERY_MESSAGES = [
     (
         b"0R1,Dn=236D,Dm=283D,Dx=031D,Sn=0.0M,Sm=1.0M, Sx=2.2M\r\n",
@@ -188,14 +193,21 @@ WXT530_QUERY_MESSAGES = [
             "hail_total": 0.0,
             "hail_duration": 0.0,
             "hail_intensity": 0.0,
+            "rain_intensity_peak": 0.0,
+            "hail_intensity_peak": 0.0,
         },
-        ["Rp", "Hp"],
+        [],
     ),
     (
         b"0R5,Th=25.9C,Vh=12.0N,Vs=15.2V,Vr=3.475V,Id=HEL___\r\n",
         "Vaisala WXT530 Series User Guide M211840EN-D, 7.2.7 Supervisor Data Message (aR5)",
-        {"heating_temperature": 25.9, "supply_voltage": 15.2},
-        ["Vh", "Vr", "Id"],
+        {
+            "heating_temperature": 25.9,
+            "heating_voltage": 12.0,  # N: heating off
+            "supply_voltage": 15.2,
+            "reference_voltage": 3.475,
+        },
+        ["Id"],
     ),
 ]
 # Published CRC examples (WXT520 user's guide, automatic mode "Example (with CRC)").
