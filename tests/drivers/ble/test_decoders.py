@@ -30,6 +30,40 @@ def test_ruuvi_published_vectors(name, source, payload, sequence, expected) -> N
     assert _values(decoded) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize(("name", "payload", "expected"), v.BTHOME_TABLE, ids=[c[0] for c in v.BTHOME_TABLE])
+def test_bthome_reference_parser_table_vectors(name: str, payload: str, expected: list) -> None:
+    """Every object of the BTHome v2 table the reference parser's tests cover, each field."""
+    decoded = bthome.decode(bytes.fromhex(payload), b"\0" * 6, DEVICE, TS)
+    got = [(r.device.removeprefix(DEVICE), r.metric, r.value) for r in decoded.readings]
+    assert [g[:2] for g in got] == [e[:2] for e in expected], name
+    for (_, _, value), (_, metric, want) in zip(got, expected, strict=True):
+        assert value == (want if isinstance(want, str) else pytest.approx(want, abs=1e-6)), metric
+    assert all(r.metric in CATALOG and r.ts == TS for r in decoded.readings)
+    assert decoded.unknown_object is None
+
+
+def test_every_bthome_object_has_a_catalog_metric_or_is_not_a_measurement() -> None:
+    not_measurements = {0x00, 0x50, 0x53, 0x54, 0x60, 0xF0, 0xF1, 0xF2}
+    for object_id, layout in bthome.OBJECTS.items():
+        if object_id in not_measurements:
+            assert layout.metric is None, hex(object_id)
+        else:
+            assert layout.metric in CATALOG, hex(object_id)
+    # the binary sensor objects 0x0F..0x11 and 0x15..0x2D: one byte each, 0/1 as sent, and a
+    # metric of their own (no two classes share a series)
+    flags = [0x0F, 0x10, 0x11, *range(0x15, 0x2E)]
+    assert len({bthome.OBJECTS[i].metric for i in flags}) == len(flags)
+    for object_id in flags:
+        for raw in (0, 1):
+            (reading,) = bthome.decode(bytes((0x40, object_id, raw)), b"\0" * 6, DEVICE, TS).readings
+            assert (reading.metric, reading.value) == (bthome.OBJECTS[object_id].metric, float(raw))
+
+
+def test_bthome_event_byte_outside_the_table_gives_no_reading() -> None:
+    decoded = bthome.decode(bytes.fromhex("403a09" "02ca09"), b"\0" * 6, DEVICE, TS)
+    assert [(r.metric, r.value) for r in decoded.readings] == [("temperature", 25.06)]
+
+
 @pytest.mark.parametrize("case", v.BTHOME, ids=[c[0] for c in v.BTHOME])
 def test_bthome_published_vectors(case) -> None:
     name, source, payload, packet_id, expected, unknown = case
