@@ -16,6 +16,7 @@ from drivers.lorawan.network_server import parse_iso_time, parse_uplink
 from drivers.lorawan.sessions import Session, SessionStore
 from drivers.lorawan.transport import MqttSubscriber, UdpEndpoint, open_udp
 from gateway.driver import Driver, DriverContext
+from gateway.model import admit_forwarded
 
 __all__ = ["LoRaWANDriver"]
 
@@ -57,10 +58,18 @@ class LoRaWANDriver(Driver[Config]):
         self.ctx.decode_error(error)
 
     def _deliver(self, decoded: Decoded) -> None:
-        """Emit a frame's readings and count what it could not turn into readings."""
+        """Emit a frame's readings and count what it could not turn into readings; measurements
+        outside the catalog are registered (gateway.model.admit_forwarded) and counted."""
         for problem in decoded.problems:
             self.ctx.decode_error(problem)
         self.ctx.emit_many(decoded.readings)
+        for reading, unit in decoded.forwarded:
+            admitted = admit_forwarded(reading, unit)
+            if isinstance(admitted, str):
+                self.ctx.decode_error(admitted, reading.metric, device=reading.device)
+                continue
+            self.ctx.count("unknown_metric_forwarded")
+            self.ctx.emit(admitted)
 
     async def run(self) -> None:
         if self.config.mode == "concentrator":

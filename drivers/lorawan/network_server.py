@@ -25,7 +25,14 @@ from drivers.lorawan.codecs.measurement import Measurement
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.json_limits import check_json
 
-__all__ = ["MAX_UPLINK_BYTES", "NsUplink", "decoded_object_measurements", "parse_iso_time", "parse_uplink"]
+__all__ = [
+    "MAX_UPLINK_BYTES",
+    "NsUplink",
+    "decoded_object_measurements",
+    "decoded_object_split",
+    "parse_iso_time",
+    "parse_uplink",
+]
 
 # Largest uplink event accepted. Real ones are 1-3 KB (a few gateways in rxInfo, a codec object);
 # 64 KiB leaves room for dozens of gateways and stays far from a memory problem.
@@ -257,6 +264,16 @@ _LPP_OBJECT_KEYS: Final[dict[str, tuple[str, float]]] = {
     "illuminanceSensor": ("illuminance", 1.0),
     "presenceSensor": ("occupancy", 0.0),
     "barometer": ("pressure", 100.0),
+    "digitalInput": ("digital_input", 1.0),
+    "digitalOutput": ("digital_output", 1.0),
+    "analogInput": ("analog_input", 1.0),
+    "analogOutput": ("analog_output", 1.0),
+}
+# per-channel maps of named parts: ChirpStack "gpsLocation" {"1": {"latitude": .., "longitude":
+# .., "altitude": ..}} (degrees, metres) and "gyrometer" {"1": {"x": .., "y": .., "z": ..}} (deg/s)
+_PARTS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "gpsLocation": (("latitude", "latitude"), ("longitude", "longitude"), ("altitude", "altitude")),
+    "gyrometer": (("x", "angular_velocity_x"), ("y", "angular_velocity_y"), ("z", "angular_velocity_z")),
 }
 # per-axis maps {"x": .., "y": .., "z": ..} in G: ChirpStack "accelerometer", TTS "accelerometer_N"
 _AXES: Final = (("x", "acceleration_x"), ("y", "acceleration_y"), ("z", "acceleration_z"))
@@ -291,27 +308,47 @@ def _axes(value: Any, channel: int | None, out: list[Measurement]) -> bool:
     return True
 
 
+def _parts(value: Any, channel: int, parts: tuple[tuple[str, str], ...], out: list[Measurement]) -> bool:
+    if not isinstance(value, dict):
+        return False
+    found = [(metric, _number(value.get(part))) for part, metric in parts]
+    if any(v is None for _, v in found):
+        return False
+    out.extend(Measurement(metric, v, channel) for metric, v in found if v is not None)
+    return True
+
+
 def decoded_object_measurements(decoded: dict[str, Any]) -> tuple[list[Measurement], list[str]]:
     """Catalog measurements found in a network server's decoded object, and the keys that gave
     none (unknown names, or values that are not numbers): the caller counts those, so nothing
     the network server decoded vanishes uncounted."""
+    out, unmapped = decoded_object_split(decoded)
+    return out, [key for key, _ in unmapped]
+
+
+def decoded_object_split(decoded: dict[str, Any]) -> tuple[list[Measurement], list[tuple[str, Any]]]:
+    """Like `decoded_object_measurements`, with each unmapped key's value (for forwarding it
+    outside the catalog); a nested key is `outer.inner`."""
     out: list[Measurement] = []
-    unmapped: list[str] = []
+    unmapped: list[tuple[str, Any]] = []
     for key, value in decoded.items():
         lpp = _LPP_OBJECT_KEYS.get(key)
-        if lpp is not None or key == "accelerometer":
+        parts = _PARTS.get(key)
+        if lpp is not None or parts is not None or key == "accelerometer":
             if not isinstance(value, dict) or not value:
-                unmapped.append(key)
+                unmapped.append((key, value))
                 continue
             for text, item in value.items():
                 channel = _channel(text)
                 if lpp is None:
-                    if channel is None or not _axes(item, channel, out):
-                        unmapped.append(f"{key}.{text}")
+                    if channel is None or not (
+                        _parts(item, channel, parts, out) if parts is not None else _axes(item, channel, out)
+                    ):
+                        unmapped.append((f"{key}.{text}", item))
                     continue
                 number = _number(item)
                 if channel is None or number is None:
-                    unmapped.append(f"{key}.{text}")
+                    unmapped.append((f"{key}.{text}", item))
                     continue
                 out.append(Measurement(lpp[0], _scaled(lpp[0], lpp[1], number), channel))
             continue
@@ -330,7 +367,7 @@ def decoded_object_measurements(decoded: dict[str, Any]) -> tuple[list[Measureme
                     channel = int(match.group(2))
         number = _number(value) if row is not None else None
         if row is None or number is None:
-            unmapped.append(key)
+            unmapped.append((key, value))
             continue
         out.append(Measurement(row[0], _scaled(row[0], row[1], number), channel))
     return out, unmapped

@@ -139,16 +139,43 @@ def test_chirpstack_cayenne_object_other_types_and_unmapped_keys_are_counted() -
         (device + "/3", "temperature"): 27.2, (device + "/5", "temperature"): 25.5,
         (device, "pressure"): 101410.0, (device, "occupancy"): 1.0,
         (device, "acceleration_x"): 1.234 * G, (device, "acceleration_y"): -1.234 * G, (device, "acceleration_z"): 0.0,
+        (device, "digital_input"): 1.0,
+        (device, "latitude"): 52.1, (device, "longitude"): 4.2, (device, "altitude"): 3.0,
         (device, "rssi"): -57.0, (device, "snr"): 10.0})
-    assert sorted((p.cause, p.detail) for p in decoded.problems) == [
-        ("unmapped_key", "digitalInput"), ("unmapped_key", "gpsLocation"), ("unmapped_key", "status")]
+    # a key outside the catalog travels under its x_ name (text: kept only for a configured state)
+    assert [(r.device, r.metric, r.value, unit) for r, unit in decoded.forwarded] == [(device, "x_status", "ok", "")]
+    assert decoded.problems == []
 
 
-def test_unmapped_keys_are_counted_when_the_object_gives_nothing_and_no_codec_decodes() -> None:
-    up = parse_uplink(msgspec.json.encode(dict(CS3_DOC, object={"Ext_sensor": "Temperature Sensor"})), received=1.0)
+def test_unmapped_keys_are_forwarded_when_the_object_gives_nothing_and_no_codec_decodes() -> None:
+    obj = {"Ext_sensor": "Temperature Sensor", "soilEC": {"value": 1.25, "unit": "dS/m"}, "valveOpen": True,
+           "probe": {"depth": {"cm": 30}, "ids": [1, 2]}, "history": [1, 2]}
+    up = parse_uplink(msgspec.json.encode(dict(CS3_DOC, object=obj)), received=1.0)
     decoded = decode_ns(up, "", use_decoded=True)
-    assert [(p.cause, p.detail) for p in decoded.problems] == [("unmapped_key", "Ext_sensor")]
+    assert [(r.metric, r.value, unit) for r, unit in decoded.forwarded] == [
+        ("x_ext_sensor", "Temperature Sensor", ""), ("x_soil_ec", 1.25, "dS/m"), ("x_valve_open", 1.0, ""),
+        ("x_probe_depth_cm", 30.0, "")]
+    # lists cannot travel as a value: still counted as unmapped keys
+    assert [(p.cause, p.detail) for p in decoded.problems] == [("unmapped_key", "history")]
     assert {r.metric for r in decoded.readings} == {"rssi", "snr"}
+
+
+def test_forwarding_is_bounded_per_uplink() -> None:
+    from drivers.lorawan.decode import MAX_FORWARDED
+
+    obj = {f"k{i}": i for i in range(MAX_FORWARDED + 3)}
+    up = parse_uplink(msgspec.json.encode(dict(CS3_DOC, object=obj)), received=1.0)
+    decoded = decode_ns(up, "", use_decoded=True)
+    assert len(decoded.forwarded) == MAX_FORWARDED
+    assert [p.detail for p in decoded.problems] == [f"k{i}" for i in range(MAX_FORWARDED, MAX_FORWARDED + 3)]
+
+
+def test_object_keys_are_not_forwarded_when_the_payload_is_decoded_here() -> None:
+    # the codec's readings replace the object: its keys are neither forwarded nor counted
+    doc = dict(CS3_DOC, object={"mystery": 1}, data=base64.b64encode(LPP_TWO_PROBES).decode())
+    decoded = decode_ns(parse_uplink(msgspec.json.encode(doc), received=1.0), "cayenne_lpp", use_decoded=True)
+    assert decoded.forwarded == [] and decoded.problems == []
+    assert sorted(r.metric for r in decoded.readings) == ["rssi", "snr", "temperature", "temperature"]
 
 
 def test_cayenne_channels_are_their_own_series() -> None:

@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from drivers.lorawan.driver import LoRaWANDriver
+from gateway import model
 from gateway.errors import DriverError
 from gateway.windows import Aggregator, finalize
 from simulators.lorawan import NetworkServerPublisher, make_fleet
@@ -119,13 +120,16 @@ async def test_partial_frames_are_counted_by_cause_and_keep_their_readings(mosqu
             ("chirpstack_v4", lht65, 1, 2, no_probe, None),
             ("tts_v3", lht65, 2, 3, no_probe, None),  # the datalog port: not read by this codec
             ("chirpstack_v4", other, 1, 5, b"\x01\x00\xe2", None),
-            ("chirpstack_v3", other, 2, 5, b"", {"temperatureSensor": {"1": 25}, "status": "ok"}),
+            ("chirpstack_v3", other, 2, 5, b"", {"temperatureSensor": {"1": 25}, "status": "ok",
+                                                 "soilEC": {"value": 1.25, "unit": "dS/m"}, "log": [1, 2]}),
         ]:
             topic, doc = uplink_document(fmt, sensor, fcnt, fport, payload, rssi=-70.0, snr=4.0, with_object=obj)
             _publish(mosquitto, topic, msgspec.json.encode(doc))
-        expected = {"sensor_absent": 1, "unexpected_fport": 1, "no_codec": 1, "unmapped_key": 1}
+        # "status" is text outside the catalog (a state only if configured), "log" a list
+        expected = {"sensor_absent": 1, "unexpected_fport": 1, "no_codec": 1, "unmapped_key": 1,
+                    "unknown_metric_not_numeric": 1}
         await async_wait_for(lambda: ctx.decode_errors == expected, what=f"causes counted, got {ctx.decode_errors}")
-        await async_wait_for(lambda: len(collected.readings) == 5 + 2 + 3, what="readings")
+        await async_wait_for(lambda: len(collected.readings) == 5 + 2 + 4, what="readings")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -134,5 +138,7 @@ async def test_partial_frames_are_counted_by_cause_and_keep_their_readings(mosqu
     lht, oth = f"lora:{lht65.eui_hex}", f"lora:{other.eui_hex}"
     assert got == sorted([(lht, "battery_voltage"), (lht, "temperature"), (lht, "humidity"), (lht, "rssi"),
                           (lht, "snr"), (oth, "rssi"), (oth, "snr"),
-                          (oth, "temperature"), (oth, "rssi"), (oth, "snr")])
+                          (oth, "temperature"), (oth, "rssi"), (oth, "snr"), (oth, "x_soil_ec")])
+    assert ctx.counters.get("unknown_metric_forwarded") == 1
+    assert model.metric("x_soil_ec").unit == "dS/m"
     assert {w[1]["cause"] for w in collected.warnings} >= set(expected)
