@@ -1,8 +1,8 @@
 """Cayenne Low Power Payload (myDevices, github.com/myDevicesIoT/CayenneLPP, README "Data Types").
 
-Frame: repeated [channel(1), type(1), value(N)], big endian. Type = IPSO object id - 3200. Types
-without a catalog metric (digital/analog I/O, gyrometer, GPS) are skipped by their size so the
-rest of the frame still decodes. Each value carries its data channel, the sensor's identity
+Frame: repeated [channel(1), type(1), value(N)], big endian. Type = IPSO object id - 3200. Every
+type of the README's table has catalog metrics: digital and analog I/O as sent (analog in 0.01
+steps, no unit), gyrometer in deg/s, GPS latitude/longitude (0.0001 deg) and altitude (0.01 m). Each value carries its data channel, the sensor's identity
 across frames (README "Data Channel"): two probes of one type stay two series (decode.py names
 the devices). Presence (IPSO 3302) is a 0/1 flag in the catalog (`occupancy`): any non-zero
 byte is 1.
@@ -21,18 +21,19 @@ _G = 9.80665  # standard gravity: LPP accelerometer counts 0.001 G, the catalog 
 
 # type: (size, signed, (metric or None, scale to catalog unit) per big-endian component)
 _TYPES: Final[dict[int, tuple[int, bool, tuple[tuple[str | None, float], ...]]]] = {
-    0x00: (1, False, ((None, 1),)),  # digital input
-    0x01: (1, False, ((None, 1),)),  # digital output
-    0x02: (2, True, ((None, 0.01),)),  # analog input
-    0x03: (2, True, ((None, 0.01),)),  # analog output
+    0x00: (1, False, (("digital_input", 1.0),)),
+    0x01: (1, False, (("digital_output", 1.0),)),
+    0x02: (2, True, (("analog_input", 0.01),)),  # 0.01 signed
+    0x03: (2, True, (("analog_output", 0.01),)),
     0x65: (2, False, (("illuminance", 1.0),)),  # 1 lux unsigned
     0x66: (1, False, (("occupancy", 1.0),)),  # presence
     0x67: (2, True, (("temperature", 0.1),)),  # 0.1 degC signed
     0x68: (1, False, (("humidity", 0.5),)),  # 0.5 % unsigned
     0x71: (6, True, (("acceleration_x", 0.001 * _G), ("acceleration_y", 0.001 * _G), ("acceleration_z", 0.001 * _G))),
     0x73: (2, False, (("pressure", 10.0),)),  # 0.1 hPa unsigned -> Pa
-    0x86: (6, True, ((None, 0.01), (None, 0.01), (None, 0.01))),  # gyrometer
-    0x88: (9, True, ((None, 1), (None, 1), (None, 1))),  # GPS: 3 x 3-byte fields
+    0x86: (6, True, (("angular_velocity_x", 0.01), ("angular_velocity_y", 0.01), ("angular_velocity_z", 0.01))),
+    # GPS: 3 x 3-byte signed fields, latitude and longitude 0.0001 deg, altitude 0.01 m
+    0x88: (9, True, (("latitude", 0.0001), ("longitude", 0.0001), ("altitude", 0.01))),
 }
 
 
@@ -59,7 +60,7 @@ def decode(payload: bytes, fport: int | None = None) -> list[Measurement]:
             if metric is None:
                 continue
             raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "big", signed=signed)
-            out.append(Measurement(metric, (1.0 if raw else 0.0) if metric in _FLAGS else raw * scale, channel))
+            out.append(Measurement(metric, (1.0 if raw else 0.0) if metric in _FLAGS else round(raw * scale, 9), channel))
         pos = start + size
     return out
 

@@ -1,7 +1,7 @@
 """Dragino LHT65 / LHT65N temperature and humidity sensor, uplink on FPort 2.
 
 Layout (Dragino LHT65 User Manual section 2.4 "Uplink Payload"; LHT65N manual section 2.4),
-big endian: BAT(2: bits 15..14 status, 13..0 millivolts) | built-in temperature (int16 / 100)
+big endian: BAT(2: bits 15..14 status -> `battery_status`, 13..0 millivolts) | built-in temperature (int16 / 100)
 | built-in humidity (uint16 / 10) | Ext (1: low nibble = external sensor type) | Ext value (4,
 absent when Ext = 0). Ext type 1 is a DS18B20 probe: int16 / 100 degC, 0x7FFF = no probe
 (section 2.4.6). FPort 3 carries datalog records and FPort 5 device status: this codec reads
@@ -23,6 +23,8 @@ _NO_VALUE: Final = 0x7FFF  # sensor absent or failed (327.67)
 
 
 _READINGS_PORT: Final = 2
+# BAT bits 15..14 (manual 2.4.1): 00 ultra low (<= 2.50 V), 01 low, 10 OK, 11 good (>= 2.65 V)
+_BATTERY_STATUS: Final = ("ultra_low", "low", "ok", "good")
 
 
 def decode(payload: bytes, fport: int | None = _READINGS_PORT) -> list[Measurement]:
@@ -31,11 +33,13 @@ def decode(payload: bytes, fport: int | None = _READINGS_PORT) -> list[Measureme
         raise LoRaWANDecodeError("unexpected_fport", f"FPort {fport}, the LHT65 sends readings on 2")
     if len(payload) < 7:
         raise LoRaWANDecodeError("codec_dragino_lht65", f"{len(payload)} bytes, need at least 7")
-    bat = int.from_bytes(payload[0:2], "big") & 0x3FFF
+    bat_word = int.from_bytes(payload[0:2], "big")
+    bat = bat_word & 0x3FFF
     temp_raw = int.from_bytes(payload[2:4], "big", signed=True)
     hum_raw = int.from_bytes(payload[4:6], "big")
     out = [
         Measurement("battery_voltage", bat / 1000),
+        Measurement("battery_status", _BATTERY_STATUS[bat_word >> 14]),
         Measurement("temperature", None if temp_raw == _NO_VALUE else temp_raw / 100),
         # above 100.0 %RH is the SHT's "no data" pattern
         Measurement("humidity", hum_raw / 10 if hum_raw <= 1000 else None),

@@ -17,5 +17,5 @@ class Measurement(NamedTuple):
     CayenneLPP README); None elsewhere."""
 
     metric: str
-    value: float | None
+    value: float | str | None  # str: a state metric's value
     channel: int | None = None

@@ -20,21 +20,22 @@ _FIELDS: Final[dict[tuple[int, int], tuple[int, bool, tuple[tuple[str | None, fl
     (0x01, 0x75): (1, False, (("battery", 1.0),)),  # %
     (0x03, 0x67): (2, True, (("temperature", 0.1),)),  # INT16/10 degC
     (0x04, 0x68): (1, False, (("humidity", 0.5),)),  # UINT8/2 %RH
-    (0x05, 0x6A): (2, False, ((None, 1.0),)),  # AM100 PIR activity level
+    (0x05, 0x6A): (2, False, (("motion_activity", 1.0),)),  # AM100 PIR activity level
     (0x05, 0x00): (1, False, (("occupancy", 1.0),)),  # AM300 PIR: 0 idle, 1 trigger
     (0x05, 0x7D): (2, False, (("co2", 1.0),)),  # EM500-CO2 CO2 ppm
-    (0x06, 0x65): (6, False, (("illuminance", 1.0), (None, 1.0), (None, 1.0))),  # lux, IR+vis, IR
-    (0x06, 0xCB): (1, False, ((None, 1.0),)),  # AM300 light level 0..5
+    (0x06, 0x65): (6, False, (("illuminance", 1.0), ("light_visible_infrared", 1.0), ("light_infrared", 1.0))),
+    (0x06, 0xCB): (1, False, (("light_level", 1.0),)),  # AM300 light level 0..5
     (0x06, 0x73): (2, False, (("pressure", 10.0),)),  # EM500-CO2 UINT16/10 hPa -> Pa
     (0x07, 0x7D): (2, False, (("co2", 1.0),)),  # AM104/107/300 CO2 ppm
     (0x08, 0x7D): (2, False, (("tvoc", 1.0),)),  # AM107 tVOC ppb
     (0x08, 0xE6): (2, False, (("voc_index", 0.01),)),  # AM300 tVOC level (IAQ) / 100
     (0x09, 0x73): (2, False, (("pressure", 10.0),)),  # UINT16/10 hPa -> Pa
-    (0x0A, 0x7D): (2, False, ((None, 0.01),)),  # HCHO mg/m3
+    (0x0A, 0x7D): (2, False, (("hcho", 10.0),)),  # HCHO 0.01 mg/m3 -> ug/m3
     (0x0B, 0x7D): (2, False, (("pm2_5", 1.0),)),  # ug/m3
     (0x0C, 0x7D): (2, False, (("pm10", 1.0),)),  # ug/m3
-    (0x0D, 0x7D): (2, False, ((None, 0.01),)),  # O3 ppm
-    (0x0E, 0x01): (1, False, ((None, 1.0),)),  # buzzer
+    (0x0D, 0x7D): (2, False, (("o3", 10.0),)),  # O3 0.01 ppm -> ppb
+    (0x0E, 0x01): (1, False, (("buzzer", 1.0),)),  # buzzer on/off
+    # not forwarded: an alarm report (temperature and its jump), not a periodic measurement
     (0x83, 0xD7): (5, False, ((None, 1.0),)),  # EM500 temperature mutation alarm
     # device information frames, channel 0xFF
     (0xFF, 0x01): (1, False, ((None, 1.0),)),  # protocol version
@@ -69,7 +70,7 @@ def decode(payload: bytes, fport: int | None = 85) -> list[Measurement]:
             if metric is None:
                 continue
             raw = int.from_bytes(payload[start + i * width : start + (i + 1) * width], "little", signed=signed)
-            out.append(Measurement(metric, raw * scale))
+            out.append(Measurement(metric, round(raw * scale, 9)))
         pos = start + size
     return out
 

@@ -85,7 +85,7 @@ def test_fsk_packet_has_no_snr_reading_and_a_packet_without_rssi_no_rssi_reading
     assert (heard.rssi, heard.snr) == (None, None)
     decoded = decode_payload(EUI, "dragino_lht65", LHT65, 2, 0.0, heard.rssi, heard.snr)
     assert {metric for _, metric in _table(decoded.readings)} == {
-        "battery_voltage", "temperature", "humidity", "temperature_external"}
+        "battery_voltage", "battery_status", "temperature", "humidity", "temperature_external"}
 
 
 def test_dedup_keeps_the_best_present_link_values_across_lora_and_fsk_copies() -> None:
@@ -112,7 +112,8 @@ def test_lht65_without_probe_counts_sensor_absent_and_keeps_the_other_readings()
     decoded = decode_payload(EUI, "dragino_lht65", LHT65_NO_PROBE, 2, 0.0, None, None)
     device = "lora:" + EUI
     assert _table(decoded.readings) == pytest.approx({
-        (device, "battery_voltage"): 3.062, (device, "temperature"): 28.29, (device, "humidity"): 88.6})
+        (device, "battery_voltage"): 3.062, (device, "battery_status"): "good", (device, "temperature"): 28.29,
+        (device, "humidity"): 88.6})
     assert [(p.cause, p.device) for p in decoded.problems] == [("sensor_absent", device)]
     assert "temperature_external" in decoded.problems[0].detail
 

@@ -56,7 +56,7 @@ def test_chirpstack_v4() -> None:
     assert (up.rssi, up.snr) == (-57, 10.5)  # best gateway
     readings = ns_readings(up, "dragino_lht65", use_decoded=True)
     assert {r.metric: r.value for r in readings} == pytest.approx(
-        {"battery_voltage": 3.062, "temperature": 28.29, "humidity": 88.6, "temperature_external": 27.81,
+        {"battery_voltage": 3.062, "battery_status": "good", "temperature": 28.29, "humidity": 88.6, "temperature_external": 27.81,
          "rssi": -57.0, "snr": 10.5})
     assert {r.device for r in readings} == {"lora:0101010101010101"}
 

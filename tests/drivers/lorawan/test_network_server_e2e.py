@@ -129,14 +129,14 @@ async def test_partial_frames_are_counted_by_cause_and_keep_their_readings(mosqu
         expected = {"sensor_absent": 1, "unexpected_fport": 1, "no_codec": 1, "unmapped_key": 1,
                     "unknown_metric_not_numeric": 1}
         await async_wait_for(lambda: ctx.decode_errors == expected, what=f"causes counted, got {ctx.decode_errors}")
-        await async_wait_for(lambda: len(collected.readings) == 5 + 2 + 4, what="readings")
+        await async_wait_for(lambda: len(collected.readings) == 6 + 2 + 4, what="readings")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     got = sorted((r.device, r.metric) for r in collected.readings)
     lht, oth = f"lora:{lht65.eui_hex}", f"lora:{other.eui_hex}"
-    assert got == sorted([(lht, "battery_voltage"), (lht, "temperature"), (lht, "humidity"), (lht, "rssi"),
+    assert got == sorted([(lht, "battery_voltage"), (lht, "battery_status"), (lht, "temperature"), (lht, "humidity"), (lht, "rssi"),
                           (lht, "snr"), (oth, "rssi"), (oth, "snr"),
                           (oth, "temperature"), (oth, "rssi"), (oth, "snr"), (oth, "x_soil_ec")])
     assert ctx.counters.get("unknown_metric_forwarded") == 1
