@@ -187,3 +187,24 @@ def test_sessions_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (first, second) == (0o600, 0o600)
     assert store.writes == 2
+
+
+def test_frames_rewrite_only_the_small_counters_file(tmp_path: Path) -> None:
+    """A join rewrites the sessions (keys, DevNonces); frames rewrite only {DevEUI: FCnt}."""
+    store = _store(tmp_path)
+    store.flush()
+    sessions_before = store.path.read_bytes()
+    concentrator.open_data_frame(_frame(41), store)
+    files = store.snapshot()
+    assert [path for path, _ in files] == [store.counters_path]
+    assert files[0][1] == b'{"0000000000000001":41}'
+    store.write(files)
+    assert store.path.read_bytes() == sessions_before
+    again = SessionStore(tmp_path / "sessions.json")
+    again.load()
+    assert again.by_eui["0000000000000001"].fcnt_up == 41
+    store.counters_path.write_text("{broken")
+    damaged = SessionStore(tmp_path / "sessions.json")
+    damaged.load()  # the sessions' own counters stand
+    assert damaged.by_eui["0000000000000001"].fcnt_up == -1
+    assert store.counters_path.with_suffix(".corrupt").exists()
