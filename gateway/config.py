@@ -23,6 +23,7 @@ from gateway.model import (
     configure_metrics,
 )
 from gateway.registry import DRIVER_PACKAGES, UPLINK_MODULES, driver_module, uplink_module
+from gateway.secrets import resolve_secrets
 from gateway.uplinks.base import UplinkSettings
 from gateway.validation import check_table, describe_error, is_secret_key
 
@@ -233,7 +234,18 @@ def _scrub(problems: list[str], raw: Any) -> list[str]:
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "<embedded>") -> Config:
-    """Validate an already-parsed TOML document; raises ConfigError listing every problem."""
+    """Validate an already-parsed TOML document; raises ConfigError listing every problem.
+
+    Secret references (env:, file:, credential:) are resolved first (gateway/secrets.py), and
+    no problem message carries a secret's value."""
+    resolved = resolve_secrets(raw)
+    try:
+        return _validate(resolved.document, source)
+    except ConfigError as error:
+        raise ConfigError(resolved.redact(error.problems)) from None
+
+
+def _validate(raw: dict[str, Any], source: str) -> Config:
     problems: list[str] = []
     check_table(raw, _RawConfig, "", problems)
     top: _RawConfig | None = None
