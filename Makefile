@@ -9,7 +9,7 @@ DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libgli
           prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-replay test venv test-deps lint bench clean
+.PHONY: demo demo-replay test venv test-deps lint bench clean deb deb-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,22 @@ test: test-deps $(VENV)/.test-installed lint
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.windows
 	$(PY) -m benchmarks.outbox
+
+# A Debian 12 / Raspberry Pi OS (bookworm) package for this machine's architecture, built from
+# wheels into a venv under /opt/edge-gateway (packaging/build-deb.sh); DEB_OUT picks the folder.
+# debootstrap is for the package's install test (tests/packaging).
+DEB_OUT      ?= build/deb
+DEB_BUILD_DEBS := python3 python3-venv dpkg-dev debootstrap
+
+deb-deps:
+	@missing=""; for p in $(DEB_BUILD_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deb: deb-deps
+	packaging/build-deb.sh $(DEB_OUT)
 
 clean:
 	rm -rf $(VENV) demo-state edge-gateway-state .pytest_cache .hypothesis .mypy_cache .ruff_cache

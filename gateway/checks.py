@@ -61,6 +61,9 @@ def _check_device(key: str, path: str, _: Any) -> list[Finding]:
 
 
 def _check_data_file(key: str, path: str, _: Any) -> list[Finding]:
+    if not os.path.exists(path):
+        # a logger's upload may arrive later: the driver is restarted with backoff until it does
+        return [Finding("warning", key, f"{path} does not exist yet (the driver retries until it appears)")]
     problem = _readable_file(path)
     return [Finding("error", key, problem)] if problem else []
 

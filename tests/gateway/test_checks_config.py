@@ -249,7 +249,7 @@ def test_missing_files_devices_and_state_dir(tmp_path: Path) -> None:
         "writable: No such file or directory",
         f"warning drivers[0].port: {tmp_path}/ttyUSB9 does not exist (adapter unplugged? the "
         "driver keeps trying to open it)",
-        f"error drivers[1].path: {tmp_path}/missing.csv does not exist",
+        f"warning drivers[1].path: {tmp_path}/missing.csv does not exist yet (the driver retries until it appears)",
         f"error uplinks[0].ca_file: {garbage} holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
         f"error uplinks[0].cert_file: {tmp_path}/c.pem does not exist",
         f"error uplinks[0].key_file: {tmp_path}/k.pem does not exist",
