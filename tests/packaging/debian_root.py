@@ -8,6 +8,7 @@ exactly as on a fresh box, without fetching anything again.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -78,6 +79,14 @@ def chroot(
 
 def pristine_root(arch: str, log: Path) -> Path:
     """The cached clean root for `arch`, made now if missing. Raises MirrorUnreachable."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # Two test runs at once (two worktrees) make the root once: the second waits here.
+    with open(CACHE / f".lock-{SUITE}-{arch}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _pristine_root(arch, log)
+
+
+def _pristine_root(arch: str, log: Path) -> Path:
     home = CACHE / f"{SUITE}-{arch}"
     root = home / "root"
     mirror = debian_mirror()
