@@ -50,6 +50,9 @@ log = structlog.get_logger("runtime")
 HEALTHY_RUN = 60.0
 # Wall-clock steps larger than this between two ticks are counted as clock jumps (NTP sync).
 CLOCK_STEP = 1.0
+# A gap in the gateway's own time (downtime, a clock step forward) longer than this beyond one
+# window ends every carried state at the gap: the platform is told the state is unknown there.
+GAP_AFTER = 60.0
 # systemd STATUS= (the line `systemctl status` shows) is refreshed this often (seconds).
 STATUS_EVERY = 10.0
 
@@ -156,6 +159,7 @@ class Gateway:
         self.runners: list[UplinkRunner] = []
         self.events_in = 0
         self.clock_jumps = 0
+        self.time_gaps = 0
         self.storage_errors = 0
         self._events: list[Event] = []
         self._wake = asyncio.Event()
@@ -222,6 +226,8 @@ class Gateway:
             if abs(step) > CLOCK_STEP:
                 self.clock_jumps += 1
                 log.warning("wall clock stepped (NTP sync?)", step_seconds=round(step, 3))
+                if step > self._gap_limit():
+                    self._mark_gap(self.aggregator.closed_before, reason="clock_step")
         self._tick_clocks = (now, mono)
         close = self.aggregator.flush_all() if flush else self.aggregator.close_due(now)
         moved = close.closed_before != self._persisted_boundary
@@ -249,6 +255,15 @@ class Gateway:
                 self._next_keyframe = mono + self.config.windows.keyframe_interval
                 commit.keyframe = self._keyframe()
         await self._commit(commit)
+
+    def _gap_limit(self) -> float:
+        return self.config.windows.window + GAP_AFTER
+
+    def _mark_gap(self, first_unknown: int, *, reason: str) -> None:
+        ended = self.aggregator.end_carry_at_gap(first_unknown)
+        self.time_gaps += 1
+        log.warning("time_gap", reason=reason, first_unknown_window=first_unknown, states_ended=ended,
+                    note="carried states are reported unknown from here until their next reading")
 
     def _keyframe(self) -> list[KeyframeRecord]:
         return [
@@ -323,7 +338,11 @@ class Gateway:
         restored = await self.outbox_call(Outbox.open)
         resumed = self.aggregator.restore(restored.closed_before, restored.open_rows, restored.carry)
         self._persisted_boundary = restored.closed_before
-        self.aggregator.advance(self.clock())
+        now = self.clock()
+        # the last close boundary stands for the last time this gateway was running
+        if restored.carry and now - (restored.closed_before + self.config.windows.grace) > self._gap_limit():
+            self._mark_gap(restored.closed_before, reason="downtime")
+        self.aggregator.advance(now)
         self._build_drivers()
         self._build_uplinks()
         from gateway.health import HealthServer, StatusBoard

@@ -170,6 +170,8 @@ class Aggregator:
         self._carry: dict[SeriesKey, tuple[float, Any]] = {}
         # carried series changed (or gone) since the last checkpoint: the outbox writes only these
         self._carry_changed: set[SeriesKey] = set()
+        # ends of carry from a gap in the gateway's own time, handed over with the next close
+        self._gap_ended: list[CarryEnd] = []
         if now is not None:
             self.advance(now)
 
@@ -348,6 +350,9 @@ class Aggregator:
                     changed.add(key)
                 closed.append((start, key, acc))
         ended = self._expire_carry(boundary) if boundary > previous else []
+        if self._gap_ended:
+            ended = self._gap_ended + ended
+            self._gap_ended = []
         self.stats.closed += len(closed)
         return CloseResult(closed, late, boundary, ended, late_priors)
 
@@ -366,6 +371,23 @@ class Aggregator:
             self._carry_changed.add(key)
             if _kind_of(key[1]) == STATE:
                 ended.append((key, ts, value, first_uncovered))
+        return ended
+
+    def end_carry_at_gap(self, first_unknown: int) -> int:
+        """The gateway was not running (or its clock stepped forward) from window
+        `first_unknown` on: what a carried state did in that time is unknown, so each carried
+        state series gets one end of carry there instead of being reported through the gap
+        (nothing fabricated, and one entry per series however long the gap). Counters keep
+        their value: the register's increase over the gap shows in the next window's delta.
+        Returns the number of series ended."""
+        ended = 0
+        for key, (ts, value) in list(self._carry.items()):
+            if _kind_of(key[1]) != STATE or ts >= first_unknown:
+                continue
+            del self._carry[key]
+            self._carry_changed.add(key)
+            self._gap_ended.append((key, ts, value, first_unknown))
+            ended += 1
         return ended
 
     # -- checkpoint and restore -------------------------------------------------------------

@@ -359,3 +359,17 @@ def test_platform_rebuilds_the_in_order_windows_from_v2_batches(
                 assert window.durations.keys() == fields["durations"].keys()
                 for state, seconds in fields["durations"].items():
                     assert math.isclose(window.durations[state], seconds, abs_tol=1e-6)
+
+
+def test_a_gap_in_time_ends_carried_states_once_and_keeps_counters() -> None:
+    agg = Aggregator(window=W, grace=0)
+    agg.add(Reading("ocpp:cp1/1", "connector_status", "Charging", T0 + 10))
+    agg.add(Reading("ocpp:cp1/1", "energy_active_import_register", 100.0, T0 + 10))
+    agg.close_due(T0 + W)
+    assert agg.end_carry_at_gap(T0 + W) == 1
+    result = agg.close_due(T0 + 6 * 3600)  # six hours later: one entry, no record per window
+    assert result.closed == []
+    assert result.ended == [(("ocpp:cp1/1", "connector_status"), T0 + 10, "Charging", T0 + W)]
+    agg.add(Reading("ocpp:cp1/1", "energy_active_import_register", 160.0, T0 + 6 * 3600 + 5))
+    (record,) = records(agg.close_due(T0 + 6 * 3600 + W)).values()
+    assert (record.delta, record.first) == (60.0, 160.0)  # counted from the carried register
