@@ -53,6 +53,10 @@ CLOCK_STEP = 1.0
 # A gap in the gateway's own time (downtime, a clock step forward) longer than this beyond one
 # window ends every carried state at the gap: the platform is told the state is unknown there.
 GAP_AFTER = 60.0
+# While the disk refuses writes, a failed commit is held in memory up to these bounds.
+PENDING_RECORDS = 200_000
+PENDING_EVENTS = 10_000
+PENDING_CHECKPOINT_BYTES = 8 * 1024 * 1024
 # systemd STATUS= (the line `systemctl status` shows) is refreshed this often (seconds).
 STATUS_EVERY = 10.0
 
@@ -166,7 +170,9 @@ class Gateway:
         self._stop = asyncio.Event()
         self._pending: Commit | None = None
         self._logged_storage: set[str] = set()
-        self.last_tick = 0.0
+        self.last_tick = 0.0  # wall time of the last completed tick (for /metrics)
+        self.last_tick_mono = time.monotonic()
+        self.held_records_dropped = 0
         self._persisted_boundary = -(2**62)  # the close boundary the outbox last committed
         self._tick_clocks: tuple[float, float] | None = None  # (wall, monotonic) at the last tick
         self._next_keyframe = 0.0  # monotonic time of the next keyframe: the first tick sends one
@@ -276,17 +282,18 @@ class Gateway:
             commit.merge_from(self._pending)
             self._pending = None
         if not commit:
-            self.last_tick = commit.now
+            self._ticked(commit.now)
             return
         try:
             report = await self.outbox_call(Outbox.commit, commit)
         except StorageError as error:
             self.storage_errors += 1
-            self._pending = commit
+            self._pending = self._bounded(commit)
             reason = str(error)
             if reason not in self._logged_storage:
                 self._logged_storage.add(reason)
-                log.error("outbox commit failed; kept in memory and retried", reason=reason)
+                log.error("outbox_commit_failed", reason=reason,
+                          note="kept in memory (bounded) and retried every tick")
         else:
             if commit.close is not None:
                 self._persisted_boundary = commit.close.closed_before
@@ -296,7 +303,38 @@ class Gateway:
             if report.batches or report.deleted or report.evicted_batches:
                 for runner in self.runners:
                     runner.wake.set()
-        self.last_tick = commit.now
+        self._ticked(commit.now)
+
+    def _ticked(self, now: float) -> None:
+        """A tick completed, its commit stored or held: the loop and the outbox thread answer.
+        A disk that refuses writes (full) is degraded, not dead: the watchdog stays fed; a
+        disk that hangs stops the ticks and so the watchdog."""
+        self.last_tick = now
+        self.last_tick_mono = time.monotonic()
+
+    def _bounded(self, commit: Commit) -> Commit:
+        """What a failed commit may keep in memory while the disk refuses writes: closed window
+        records up to PENDING_RECORDS (the oldest dropped beyond, counted and logged once, like
+        evictions) and open-window checkpoints up to PENDING_CHECKPOINT_BYTES (beyond, they are
+        replaced by one full checkpoint at the next checkpoint tick)."""
+        if sum(len(blob) for _, blob in commit.checkpoints) > PENDING_CHECKPOINT_BYTES:
+            commit.checkpoints = []
+            self.aggregator.mark_all_dirty()
+        close = commit.close
+        if close is not None and len(close.closed) + len(close.late) > PENDING_RECORDS:
+            excess = len(close.closed) + len(close.late) - PENDING_RECORDS
+            dropped = close.closed[:excess]
+            close.closed = close.closed[excess:]
+            self.held_records_dropped += len(dropped)
+            if "held_records_dropped" not in self._logged_storage:
+                self._logged_storage.add("held_records_dropped")
+                log.error("held_records_dropped", records=len(dropped), held=PENDING_RECORDS,
+                          note="the disk refused writes for so long that the oldest closed windows "
+                               "held in memory were dropped (counted in held_records_dropped)")
+        if len(commit.events) > PENDING_EVENTS:
+            self.held_records_dropped += len(commit.events) - PENDING_EVENTS
+            commit.events = commit.events[-PENDING_EVENTS:]
+        return commit
 
     async def _tick_loop(self) -> None:
         interval = self.config.outbox.commit_interval
@@ -323,7 +361,8 @@ class Gateway:
         next_status = 0.0
         while True:
             await asyncio.sleep(min(interval / 2, STATUS_EVERY) if interval else STATUS_EVERY)
-            if interval and time.time() - self.last_tick < interval and self._pending is None:
+            # monotonic: a clock step must neither starve nor fake the watchdog
+            if interval and time.monotonic() - self.last_tick_mono < interval:
                 self.notifier.notify("WATCHDOG=1")
             if time.monotonic() >= next_status and self.status_board is not None:
                 next_status = time.monotonic() + STATUS_EVERY

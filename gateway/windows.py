@@ -403,6 +403,13 @@ class Aggregator:
                     out.append((start, key, acc))
         return out
 
+    def mark_all_dirty(self) -> None:
+        """The next checkpoint writes every open accumulator (after held checkpoints were
+        dropped while the disk refused writes)."""
+        for bucket in self._open.values():
+            for acc in bucket.values():
+                acc[G_DIRTY if acc[0] == GAUGE else P_DIRTY] = True
+
     def restore(
         self, closed_before: int, open_rows: Iterable[Closed], carry: Iterable[tuple[SeriesKey, float, Any]] = ()
     ) -> int:
