@@ -128,6 +128,12 @@ class DriverContext:
         """A driver-specific counter, exported as `driver_events_total{driver,counter}`."""
         self.counters[counter] = self.counters.get(counter, 0) + n
 
+    def warn_once(self, cause: str, event: str, **fields: Any) -> None:
+        """Log a warning the first time `cause` happens (the caller counts every time)."""
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            self.log.warning(event, **fields)
+
 
 class Driver(abc.ABC, Generic[ConfigT]):
     """Base class of every driver; see the module docstring for the contract."""

@@ -47,6 +47,7 @@ class LoRaWANDriver(Driver[Config]):
         self.mqtt: MqttSubscriber | None = None
         self.pull_addr: dict[int, tuple[Any, ...]] = {}  # gateway EUI -> PULL_DATA source address
         self._flush_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # join writes in flight
         self.bound_port = 0
 
     # --- common --------------------------------------------------------------------------------
@@ -89,8 +90,23 @@ class LoRaWANDriver(Driver[Config]):
         if self.mqtt is not None:
             await self.mqtt.stop()
             self.mqtt = None
-        if self.store.dirty:
-            await asyncio.to_thread(self.store.write, self.store.snapshot())
+        await self._persist()
+
+    async def _persist(self) -> None:
+        """Write the sessions and counters if they changed. A disk that refuses the write (full,
+        read-only) is logged once per cause and counted; the state stays dirty and is written
+        at the next flush, and the driver goes on: it must never die of the SD card."""
+        if not self.store.dirty:
+            return
+        files = self.store.snapshot()
+        try:
+            await asyncio.to_thread(self.store.write, files)
+        except OSError as error:
+            self.store.unwritten(files)
+            self.ctx.count("state_write_failed")
+            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
+                               path=str(self.store.path), reason=str(error),
+                               note="sessions kept in memory and written again at the next flush")
 
     # --- network-server mode -------------------------------------------------------------------
 
@@ -171,8 +187,7 @@ class LoRaWANDriver(Driver[Config]):
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.state_flush_interval)
-            if self.store.dirty:
-                await asyncio.to_thread(self.store.write, self.store.snapshot())
+            await self._persist()
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
@@ -273,8 +288,9 @@ class LoRaWANDriver(Driver[Config]):
         )
         self.ctx.count("joins")
         # A join is rare and its keys are needed after a restart: persist it now, off the loop.
-        data = self.store.snapshot()
-        asyncio.get_running_loop().run_in_executor(None, self.store.write, data)
+        task = asyncio.get_running_loop().create_task(self._persist())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         addr = self.pull_addr.get(heard.gateway_eui)
         if addr is None or self.udp is None:
             self.ctx.count("join_no_downlink_path")

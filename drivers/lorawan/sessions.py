@@ -145,6 +145,14 @@ class SessionStore:
         self._sessions_dirty = self._counters_dirty = False
         return files
 
+    def unwritten(self, files: list[tuple[Path, bytes]]) -> None:
+        """A write of `files` failed (disk full): write them again at the next flush."""
+        for path, _ in files:
+            if path == self.path:
+                self._sessions_dirty = True
+            else:
+                self._counters_dirty = True
+
     def write(self, files: list[tuple[Path, bytes]]) -> None:
         for path, data in files:
             self._write_file(path, data)

@@ -196,3 +196,29 @@ async def test_garbage_on_the_socket_never_stops_the_driver(collected: Collected
             assert sum(ctx.decode_errors.values()) > 0
         finally:
             await sim.stop()
+
+
+async def test_a_disk_that_refuses_the_state_write_never_stops_the_driver(collected: Collected) -> None:
+    """ENOSPC, a read-only remount, a directory in the way: the flush is counted and retried,
+    frames keep flowing, and the state is written once the disk takes it again."""
+    fleet = make_fleet(1, otaa_every=0, seed=3)
+    config = make_config(mode="concentrator", listen="127.0.0.1:0", dedup_window=0.0, state_flush_interval=0.05,
+                         devices=[s.device_config() for s in fleet])
+    ctx = collected.context()
+    driver = LoRaWANDriver(config, ctx)
+    blocker = driver.store.counters_path.with_suffix(".tmp")
+    blocker.mkdir(parents=True)  # the temp file cannot be created: every counters write fails
+    async with running(driver) as task:
+        sim = VirtualForwarder(("127.0.0.1", driver.bound_port), fleet, gateways=1, interval=0.05, rounds=4)
+        await sim.start()
+        try:
+            await asyncio.wait_for(sim.done.wait(), 30)
+            await async_wait_for(lambda: ctx.counters.get("uplinks", 0) == sim.counts["frames"], what="every frame")
+            await async_wait_for(lambda: ctx.counters.get("state_write_failed", 0) >= 2, what="failed flushes")
+            assert not task.done() and not driver.store.counters_path.exists()
+            blocker.rmdir()
+            await async_wait_for(lambda: driver.store.counters_path.exists() and not driver.store.dirty,
+                                 what="the state written once the disk takes it")
+        finally:
+            await sim.stop()
+    assert sum(1 for _ in driver.store.by_eui) == 5 and ctx.decode_errors == {}
