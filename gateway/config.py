@@ -27,7 +27,7 @@ from gateway.secrets import resolve_secrets
 from gateway.uplinks.base import UplinkSettings
 from gateway.validation import check_table, describe_error, is_secret_key
 
-__all__ = ["Config", "listen_problem", "load_config", "parse_config"]
+__all__ = ["Config", "RemoteConfigSection", "listen_problem", "load_config", "parse_config"]
 
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -89,6 +89,21 @@ class RuntimeSection(_Section):
     restart_backoff_max: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
 
 
+class RemoteConfigSection(_Section):
+    # Take new configs from the platform over the MQTT uplink's broker
+    # (<topic_prefix>/<gateway id>/config, retained); off by default. docs: gateway/remote_config.py
+    enabled: bool = False
+    # The MQTT uplink (by name) whose broker carries the config; "" picks the first MQTT uplink.
+    uplink: str = ""
+    # Ed25519 public key (PEM, "-----BEGIN PUBLIC KEY-----") that checks the envelope's signature.
+    public_key_file: str = ""
+    # Refuse a config without a valid signature (needs public_key_file).
+    require_signature: bool = True
+    # A remote config is kept only if, within this many seconds, every driver that delivered
+    # readings before delivers again and every uplink acknowledges; else the last good one returns.
+    health_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+
+
 class MetricSection(_Section):
     # Unit of a measurement outside the catalog, a SenML symbol where one exists ("Cel", "%RH",
     # "ppm", "ug/m3", "V", "W", "Wh", "/" for a plain number); printable ASCII, no spaces.
@@ -142,6 +157,7 @@ class _RawConfig(_Section):
     health: HealthSection = msgspec.field(default_factory=HealthSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
     runtime: RuntimeSection = msgspec.field(default_factory=RuntimeSection)
+    remote_config: RemoteConfigSection = msgspec.field(default_factory=RemoteConfigSection)
     drivers: list[dict[str, Any]] = msgspec.field(default_factory=list)
     uplinks: list[dict[str, Any]] = msgspec.field(default_factory=list)
     # Measurements outside the catalog: [metrics.x_<name>] unit = "...", kind = "...".
@@ -159,6 +175,7 @@ class Config(msgspec.Struct, kw_only=True):
     uplinks: list[UplinkSettings]
     source: str = "<embedded>"
     metrics: dict[str, MetricSection] = msgspec.field(default_factory=dict)
+    remote_config: RemoteConfigSection = msgspec.field(default_factory=RemoteConfigSection)
 
     @property
     def state_path(self) -> Path:
@@ -280,6 +297,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         problems.append(problem)
     if top is not None:
         problems.extend(_cross_checks(top))
+        problems.extend(_remote_config_checks(top.remote_config, uplinks))
     if problems or top is None:
         raise ConfigError(_scrub(problems, raw))
     # the process's configured metrics are this config's (windows and uplinks look units up)
@@ -299,6 +317,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         uplinks=[u for u in uplinks if u is not None],
         source=source,
         metrics=metrics,
+        remote_config=top.remote_config,
     )
 
 
@@ -310,6 +329,33 @@ def _cross_checks(top: _RawConfig) -> list[str]:
             "runtime.restart_backoff_max: expected >= restart_backoff_initial "
             f"({top.runtime.restart_backoff_initial}), found {top.runtime.restart_backoff_max}"
         )
+    return problems
+
+
+def _remote_config_checks(section: RemoteConfigSection, uplinks: list[Any]) -> list[str]:
+    """[remote_config] needs an MQTT uplink to listen on and, when signing is required, a
+    readable Ed25519 public key (read here so a bad key stops start-up, not the first push)."""
+    if not section.enabled:
+        return []
+    problems: list[str] = []
+    mqtt = [u.name for u in uplinks if u is not None and u.type == "mqtt"]
+    if section.uplink and section.uplink not in mqtt:
+        problems.append(
+            f"remote_config.uplink: expected the name of an MQTT uplink ({', '.join(mqtt) or 'none'}), "
+            f"found {section.uplink!r}"
+        )
+    elif not mqtt:
+        problems.append("remote_config.enabled: expected an [[uplinks]] table of type \"mqtt\" to "
+                        "receive configs over, found none")
+    if section.require_signature and not section.public_key_file:
+        problems.append("remote_config.public_key_file: expected an Ed25519 public key file when "
+                        "require_signature = true, found \"\"")
+    if section.public_key_file:
+        from gateway.remote_config import load_public_key
+
+        problem = load_public_key(section.public_key_file)[1]
+        if problem:
+            problems.append(f"remote_config.public_key_file: {problem}")
     return problems
 
 

@@ -306,6 +306,29 @@ class Outbox:
                             note="a corrupt open-window checkpoint row was skipped and counted")
         return [(start, (device, metric), acc) for (start, device, metric), acc in latest.items()], skipped
 
+    def set_uplinks(self, names: Iterable[str]) -> None:
+        """The configured uplinks changed (a reload). An added one gets the cursor a restart
+        would give it (just below the oldest batch stored); a removed one's cursor is forgotten,
+        so batches only it had not acknowledged are deleted by the next commit instead of being
+        held for it forever. Cursors of the uplinks that stay are untouched."""
+        names = list(names)
+        if self._db is not None:
+            db = self.db
+            oldest = db.execute("SELECT MIN(seq) FROM batches").fetchone()[0]
+            for name in names:
+                if name not in self._cursor:
+                    self._cursor[name] = (oldest - 1) if oldest is not None else self._next_seq - 1
+                    self._acked_above[name] = set()
+            for name in [n for n in self._cursor if n not in names]:
+                del self._cursor[name]
+                self._acked_above.pop(name, None)
+                try:
+                    db.execute("DELETE FROM cursors WHERE uplink = ?", (name,))
+                except sqlite3.Error as error:
+                    # harmless if it stays: a start ignores the cursors of unconfigured uplinks
+                    log.warning("stale cursor row kept", uplink=name, reason=str(error))
+        self.uplinks = names
+
     def close(self) -> None:
         if self._db is not None:
             try:

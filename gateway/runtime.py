@@ -33,10 +33,19 @@ from gateway.backoff import Backoff
 from gateway.batch import KeyframeRecord
 from gateway.config import Config
 from gateway.driver import Driver, DriverContext
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
 from gateway.model import Event, metric
 from gateway.outbox import Commit, Outbox, encode_checkpoint
 from gateway.registry import driver_module, uplink_module
+from gateway.reload import (
+    ReloadCollector,
+    ReloadPlan,
+    ReloadResult,
+    core_problems,
+    plan_reload,
+    read_config_file,
+    restore_metrics,
+)
 from gateway.systemd import Notifier
 from gateway.uplinks.base import UplinkContext
 from gateway.uplinks.runner import UplinkRunner
@@ -179,6 +188,17 @@ class Gateway:
         self.health: Any = None
         self.status_board: Any = None
         self.loop_errors: loop_errors.LoopErrorHandler | None = None
+        # reloads (gateway/reload.py): the live task lists, reload counts by result
+        self._driver_tasks: list[asyncio.Task[None]] = []
+        self._runner_tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Task[Any]] = set()
+        self._running = False
+        self.reloads: dict[str, int] = {}
+        self.config_applied_at = 0.0
+        self.remote_config: Any = None
+        # the file SIGHUP re-reads: the one started with, even while a remote config runs
+        self.local_source = config.source
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -196,30 +216,36 @@ class Gateway:
         self._stop.set()
 
     def _build_drivers(self) -> None:
-        rt = self.config.runtime
         for settings in self.config.drivers:
-            ctx = DriverContext(
-                settings.name,
-                gateway_id=self.config.gateway.id,
-                state_dir=self.state_dir / "drivers" / settings.name,
-                submit=self.aggregator.add,
-                submit_event=self.submit_event,
-                clock=self.clock,
-            )
-            driver_class = driver_module(settings.type).load_driver()
-            driver = driver_class(settings, ctx)
-            self.supervisors.append(
-                DriverSupervisor(driver, ctx, Backoff(rt.restart_backoff_initial, rt.restart_backoff_max))
-            )
+            self.supervisors.append(self._make_supervisor(settings))
 
     def _build_uplinks(self) -> None:
-        rt = self.config.runtime
         for settings in self.config.uplinks:
-            ctx = UplinkContext(settings.name, gateway_id=self.config.gateway.id, state_dir=str(self.state_dir))
-            uplink = uplink_module(settings.type).load_uplink()(settings, ctx)
-            self.runners.append(
-                UplinkRunner(uplink, ctx, self.outbox_call, backoff=Backoff(rt.restart_backoff_initial, rt.restart_backoff_max))
-            )
+            self.runners.append(self._make_runner(settings))
+
+    def _make_supervisor(self, settings: Any, config: Config | None = None) -> DriverSupervisor:
+        rt = (config or self.config).runtime
+        ctx = DriverContext(
+            settings.name,
+            gateway_id=self.config.gateway.id,
+            state_dir=self.state_dir / "drivers" / settings.name,
+            submit=self.aggregator.add,
+            submit_event=self.submit_event,
+            clock=self.clock,
+        )
+        driver_class = driver_module(settings.type).load_driver()
+        driver = driver_class(settings, ctx)
+        return DriverSupervisor(driver, ctx, Backoff(rt.restart_backoff_initial, rt.restart_backoff_max))
+
+    def _make_runner(self, settings: Any, config: Config | None = None) -> UplinkRunner:
+        rt = (config or self.config).runtime
+        ctx = UplinkContext(settings.name, gateway_id=self.config.gateway.id, state_dir=str(self.state_dir))
+        uplink = uplink_module(settings.type).load_uplink()(settings, ctx)
+        if self.remote_config is not None:
+            self.remote_config.attach(uplink)
+        return UplinkRunner(
+            uplink, ctx, self.outbox_call, backoff=Backoff(rt.restart_backoff_initial, rt.restart_backoff_max)
+        )
 
     # -- the tick ---------------------------------------------------------------------------
 
@@ -412,9 +438,13 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._before_start()
         await self.start()
         tasks = [asyncio.create_task(s.run(), name=f"driver:{s.ctx.name}") for s in self.supervisors]
         runner_tasks = [asyncio.create_task(r.run(), name=f"uplink:{r.name}") for r in self.runners]
+        self._after_start(tasks, runner_tasks)
         tick_task = asyncio.create_task(self._tick_loop(), name="tick")
         watchdog = asyncio.create_task(self._watchdog_loop(), name="watchdog")
         self.notifier.notify("READY=1", f"STATUS=running {len(tasks)} drivers, {len(runner_tasks)} uplinks")
@@ -425,6 +455,7 @@ class Gateway:
             if tick_task.done() and tick_task.exception():
                 raise tick_task.exception()  # type: ignore[misc]
         finally:
+            await self._stop_reloads()
             await self._shutdown(tasks, runner_tasks, tick_task, watchdog, drain=drain)
         return self.summary()
 
@@ -471,6 +502,212 @@ class Gateway:
                 runner.wake.set()
             await asyncio.sleep(0.05)
             await self._tick(checkpoint=False, acks=True)
+
+    # -- reload (gateway/reload.py; SIGHUP and remote configs) --------------------------------
+
+    def _before_start(self) -> None:
+        """A remote config accepted earlier replaces the local file's while that file is
+        unchanged (gateway/remote_config.py); only uplink names reach the unopened outbox."""
+        if self.config.remote_config.enabled:
+            from gateway.remote_config import RemoteConfig
+
+            self.remote_config = RemoteConfig(self)
+            adopted = self.remote_config.startup_config()
+            if adopted is not None:
+                self.config = adopted
+                self.outbox.uplinks = [u.name for u in adopted.uplinks]
+        self.config_applied_at = time.time()
+
+    def _after_start(self, tasks: list[asyncio.Task[None]], runner_tasks: list[asyncio.Task[None]]) -> None:
+        # the same list objects _shutdown() gets: a reload edits them in place
+        self._driver_tasks, self._runner_tasks = tasks, runner_tasks
+        self._running = True
+        if self.status_board is not None:
+            self.status_board.registry.register(ReloadCollector(self))
+        if self.remote_config is not None:
+            self.remote_config.start()
+
+    async def _stop_reloads(self) -> None:
+        self._running = False
+        if self.remote_config is not None:
+            await self.remote_config.stop()
+        if self._reload_tasks:
+            _, late = await asyncio.wait(list(self._reload_tasks), timeout=10)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file, in a task (a signal handler must return at once)."""
+        if not self._running or self._stop.is_set():
+            log.warning("config reload requested before start-up finished or while stopping; ignored")
+            return
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    @property
+    def reload_lock(self) -> asyncio.Lock:
+        """Held by every reload; a remote config holds it through its health check."""
+        return self._reload_lock
+
+    async def reload(self, new: Config | None = None, *, origin: str = "sighup") -> ReloadResult:
+        """Apply `new`, or the config file re-read; never raises for a bad config."""
+        async with self._reload_lock:
+            if new is None:
+                source = self.config.source
+                if source.startswith("<") or self.remote_config is not None and source == self.remote_config.source:
+                    source = self.local_source
+                if source.startswith("<"):
+                    return self._reloaded(origin, ReloadResult(
+                        "failed", [f"started with the {source.strip('<>')} config: there is no file to re-read"]))
+                try:
+                    data, new = read_config_file(source)
+                except ConfigError as error:
+                    restore_metrics(self.config)
+                    return self._reloaded(origin, ReloadResult("invalid", error.problems))
+                if self.remote_config is not None:
+                    new = self.remote_config.config_for_local_file(data, new)
+            return await self.apply_config(new, origin=origin)
+
+    async def apply_config(self, new: Config, *, origin: str) -> ReloadResult:
+        """Apply a validated config; the caller holds `reload_lock`. Refused (nothing changed)
+        when a key that cannot change live differs."""
+        if self._stop.is_set():
+            return self._reloaded(origin, ReloadResult("failed", ["the gateway is stopping"]))
+        problems = core_problems(self.config, new)
+        if problems:
+            restore_metrics(self.config)
+            return self._reloaded(origin, ReloadResult("refused", problems))
+        plan = plan_reload(self.config, new)
+        if not plan:
+            self.config = new
+            return self._reloaded(origin, ReloadResult("unchanged"))
+        try:
+            # build everything first: a constructor that fails leaves the running set untouched
+            drivers = {s.name: s for s in new.drivers}
+            uplinks = {s.name: s for s in new.uplinks}
+            built_supervisors = [self._make_supervisor(drivers[n], new) for n in plan.start_drivers]
+            built_runners = [self._make_runner(uplinks[n], new) for n in plan.start_uplinks]
+        except Exception as error:  # noqa: BLE001 - a plugin failing to build is reported, not fatal
+            restore_metrics(self.config)
+            return self._reloaded(origin, ReloadResult("failed", [f"{type(error).__name__}: {error}"]))
+        await self._replace_parts(new, plan, built_supervisors, built_runners)
+        old, self.config = self.config, new
+        await self._apply_sections(old, new, plan)
+        self.config_applied_at = time.time()
+        return self._reloaded(origin, ReloadResult("applied", changes=plan.describe()))
+
+    async def _replace_parts(
+        self, new: Config, plan: ReloadPlan, supervisors: list[DriverSupervisor], runners: list[UplinkRunner]
+    ) -> None:
+        old_supervisors = {s.ctx.name: s for s in self.supervisors}
+        for name in plan.stop_drivers:
+            await self._stop_task(self._driver_tasks, f"driver:{name}")
+        for supervisor in supervisors:
+            # counters carry over a restart: Prometheus sees no reset, the summary no loss
+            previous = old_supervisors.get(supervisor.ctx.name)
+            if previous is not None:
+                supervisor.ctx.readings += previous.ctx.readings
+                supervisor.ctx.events += previous.ctx.events
+                supervisor.ctx.decode_errors.update(previous.ctx.decode_errors)
+                supervisor.ctx.counters.update(previous.ctx.counters)
+                supervisor.restarts = previous.restarts
+        kept = {n: s for n, s in old_supervisors.items() if n not in plan.stop_drivers}
+        kept.update((s.ctx.name, s) for s in supervisors)
+        self.supervisors = [kept[s.name] for s in new.drivers]
+
+        old_runners = {r.name: r for r in self.runners}
+        stopping = [old_runners[n] for n in plan.stop_uplinks]
+        grace = min(5.0, new.runtime.shutdown_timeout)
+        await asyncio.gather(*(runner.stop(grace) for runner in stopping))
+        for runner in stopping:
+            await self._stop_task(self._runner_tasks, f"uplink:{runner.name}")
+        kept_runners = {n: r for n, r in old_runners.items() if n not in plan.stop_uplinks}
+        kept_runners.update((r.name, r) for r in runners)
+        for runner in runners:
+            before = old_runners.get(runner.name)
+            if before is not None:
+                runner.forwarded_batches = before.forwarded_batches
+                runner.forwarded_records = before.forwarded_records
+                runner.failures = before.failures
+                runner.dead_lettered = before.dead_lettered
+        self.runners = [kept_runners[u.name] for u in new.uplinks]
+        # what the stopped runners had acknowledged since the last tick, then the new cursor set
+        commit = Commit(now=self.clock())
+        for runner in stopping:
+            acknowledged, dead = runner.take_acks()
+            if acknowledged:
+                commit.acks[runner.name] = acknowledged
+            commit.dead.extend(dead)
+        await self._commit(commit)
+        await self.outbox_call(Outbox.set_uplinks, [u.name for u in new.uplinks])
+        for supervisor in supervisors:
+            self._driver_tasks.append(asyncio.create_task(supervisor.run(), name=f"driver:{supervisor.ctx.name}"))
+        for runner in runners:
+            self._runner_tasks.append(asyncio.create_task(runner.run(), name=f"uplink:{runner.name}"))
+            runner.wake.set()
+
+    @staticmethod
+    async def _stop_task(tasks: list[asyncio.Task[None]], name: str) -> None:
+        for task in [t for t in tasks if t.get_name() == name]:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tasks.remove(task)
+
+    async def _apply_sections(self, old: Config, new: Config, plan: ReloadPlan) -> None:
+        """health, log and remote_config changes; runtime.* applies to parts started from now on."""
+        if "log" in plan.other:
+            from gateway.logs import configure_logging
+
+            configure_logging(new.log.level, new.log.format)
+        if "health" in plan.other or plan.stop_uplinks or plan.start_uplinks:
+            await self._restart_health(old)
+        if "remote_config" in plan.other:
+            if self.remote_config is not None:
+                await self.remote_config.stop()
+                self.remote_config = None
+            if new.remote_config.enabled:
+                from gateway.remote_config import RemoteConfig
+
+                self.remote_config = RemoteConfig(self)
+                for runner in self.runners:
+                    self.remote_config.attach(runner.uplink)
+                self.remote_config.start()
+
+    async def _restart_health(self, old: Config) -> None:
+        """A new status board (its backlog probe names the uplinks); the listener keeps its port
+        when `health.listen` did not change."""
+        from gateway.health import HealthServer, StatusBoard
+
+        board = StatusBoard(self)
+        board.registry.register(ReloadCollector(self))
+        listen = self.config.health.listen
+        if self.health is not None:
+            if listen == old.health.listen:
+                host = self.health.host
+                listen = f"[{host}]:{self.health.port}" if ":" in host else f"{host}:{self.health.port}"
+            await asyncio.to_thread(self.health.stop)
+            self.health = None
+        self.status_board = board
+        if listen:
+            server = HealthServer(board, listen)
+            try:
+                await asyncio.to_thread(server.start)
+            except OSError as error:
+                log.error("health listener not restarted after reload", reason=str(error))
+            else:
+                self.health = server
+
+    def _reloaded(self, origin: str, result: ReloadResult) -> ReloadResult:
+        self.reloads[result.result] = self.reloads.get(result.result, 0) + 1
+        if result.ok:
+            log.info("config reloaded" if result.result == "applied" else "config reloaded: nothing changed",
+                     origin=origin, config=self.config.source, **result.changes)
+        else:
+            log.error("config reload refused; the running config stays", origin=origin, result=result.result,
+                      problems=result.problems)
+        return result
 
     def summary(self) -> Summary:
         outputs = []
