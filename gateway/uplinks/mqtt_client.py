@@ -23,6 +23,9 @@ Payloads (the platform side must know this):
   JSON document can start with.
 - `<prefix>/<gateway>/status`, QoS 1, retained: `{"gateway", "state": "online"|"offline",
   "ts", "client_id", "reason"?}`; the last will publishes the offline one if the link dies.
+- With remote configuration on (gateway/remote_config.py) the uplink subscribes, QoS 1, to
+  `<prefix>/<gateway>/config` after every CONNACK (clean sessions keep no subscription), and
+  publishes each attempt's result, retained, to `<prefix>/<gateway>/config/result`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
 import paho.mqtt.client as mqtt
@@ -119,6 +123,9 @@ class MqttUplink(Uplink[Config]):
         self.topic_batch = f"{base}/batch"
         self.topic_event = f"{base}/event"
         self.topic_status = f"{base}/status"
+        self.topic_config = f"{base}/config"
+        self.topic_config_result = f"{base}/config/result"
+        self._config_callback: Callable[[bytes], None] | None = None
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[Any] | None = None
@@ -174,6 +181,29 @@ class MqttUplink(Uplink[Config]):
                             need_subscriber=self.config.require_subscriber)
         self.ctx.count("published_bytes", len(payload))
 
+    # ----------------------------------------------------------------- remote configuration
+
+    def watch_config(self, callback: Callable[[bytes], None]) -> None:
+        """Deliver every message on the config topic to `callback`, on the event loop. Takes
+        effect at once when connected, else at the next CONNACK."""
+        self._config_callback = callback
+        if self._connected:
+            self._subscribe_config()
+
+    async def publish_config_result(self, payload: bytes) -> None:
+        """Retained QoS 1 on `<prefix>/<gateway>/config/result`; raises UplinkUnavailable."""
+        await self._publish(self.topic_config_result, payload, retain=True, ack_wait=self.config.ack_timeout)
+
+    def _subscribe_config(self) -> None:
+        client = self._client
+        if client is None or self._config_callback is None:
+            return
+        result, _ = client.subscribe(self.topic_config, qos=1)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            self.ctx.count("config_subscribe_failed")
+            self.ctx.log.warning("cannot subscribe to the config topic; retried at the next connect",
+                                 reason=mqtt.error_string(result))
+
     # ----------------------------------------------------------------- connection
 
     async def _connect(self) -> None:
@@ -209,6 +239,7 @@ class MqttUplink(Uplink[Config]):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._connack = self._loop.create_future()
         self._client = client
         where = f"{config.host}:{config.effective_port()}"
@@ -238,6 +269,7 @@ class MqttUplink(Uplink[Config]):
                           protocol=config.protocol, tls=config.tls)
         await self._publish(self.topic_status, self._status("online"), retain=True,
                             ack_wait=config.ack_timeout)
+        self._subscribe_config()
 
     def _blocking_connect(self, client: mqtt.Client) -> None:
         # In a worker thread: name resolution, TCP connect and TLS handshake block.
@@ -262,6 +294,7 @@ class MqttUplink(Uplink[Config]):
         self.ctx.connected = False
         if client is not None:
             client.on_connect = client.on_disconnect = client.on_publish = None
+            client.on_message = None
             try:
                 client.disconnect()
             except Exception:  # noqa: BLE001 - tearing down a half-open client; nothing to save
@@ -332,7 +365,16 @@ class MqttUplink(Uplink[Config]):
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._acked, client, mid, reason)
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._message_arrived, client, message.topic, message.payload)
+
     # ----------------------------------------------------------------- event loop side
+
+    def _message_arrived(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
+        if client is self._client and topic == self.topic_config and self._config_callback is not None:
+            self.ctx.count("config_messages")
+            self._config_callback(payload)
 
     def _connack_arrived(self, client: mqtt.Client, reason: Any) -> None:
         if client is self._client and self._connack is not None and not self._connack.done():
