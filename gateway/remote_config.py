@@ -287,10 +287,11 @@ class RemoteConfig:
                             "with the platform's Ed25519 key (envelope \"signature\", base64)"])
         self._store(record["id"], text)
         try:
-            new = config_from_text(text, self.source)
+            new = config_from_text(text, f"remote config {record['id']}")
         except ConfigError as error:
             restore_metrics(self.gateway.config)
             raise Rejected(error.problems) from None
+        new.source = self.source  # what SIGHUP and the next start recognise it by
         if new.remote_config != self.gateway.config.remote_config:
             restore_metrics(self.gateway.config)
             raise Rejected(["remote_config: cannot be changed remotely (keys and switches are set on "

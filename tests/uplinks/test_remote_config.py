@@ -148,6 +148,14 @@ async def test_pushed_configs_applied_rejected_rolled_back_and_nothing_lost(
         assert platform.results[-1]["result"] == "rejected"
         assert platform.results[-1]["reasons"][0].startswith('envelope: expected {"config": <TOML text>')
 
+        # bad bytes: a config cut short, an envelope past the size limit
+        platform.push("truncated-1", good[: good.index("[runtime]") + 5])
+        assert (await outcome("truncated-1"))["reasons"][0].startswith("remote config truncated-1: not valid TOML")
+        platform.push("huge-1", good + "#" * (2 * 1024 * 1024), sign=False)
+        await async_wait_for(lambda: len(platform.results) == 7, timeout=20, what="the huge one refused")
+        assert platform.results[-1]["reasons"][0].startswith("envelope too large")
+        assert [s.ctx.name for s in gateway.supervisors] == ["load", "second"]
+
         # validates, but its driver cannot read its file: rolled back to good-1
         broken = gateway_toml(tmp_path, mosquitto.port, drivers={"load": str(tmp_path / "gone.jsonl"),
                                                                  "second": str(second)})
@@ -162,8 +170,8 @@ async def test_pushed_configs_applied_rejected_rolled_back_and_nothing_lost(
 
         on_disk = [json.loads(line)["result"] for line in
                    (tmp_path / "state" / "configs" / "results.jsonl").read_text().splitlines()]
-        assert on_disk == ["applied", "rejected", "rejected", "rejected", "rejected", "rolled_back"]
-        assert gateway.remote_config.results == {"applied": 1, "rejected": 4, "rolled_back": 1}
+        assert on_disk == ["applied", *["rejected"] * 6, "rolled_back"]
+        assert gateway.remote_config.results == {"applied": 1, "rejected": 6, "rolled_back": 1}
         assert gateway.reloads == {"applied": 3}
     finally:
         gateway.request_stop()
