@@ -121,7 +121,7 @@ class BleDriver(Driver[Config]):
                 await asyncio.sleep(check_every)  # watchdog tick
                 now = loop.time()
                 if now - last_save >= _STATE_SAVE_INTERVAL:
-                    self.pipeline.replay.save()
+                    self._save_counters()
                     last_save = now
                 if not self._tags_expected() or now - self._last_activity < timeout:
                     continue
@@ -129,9 +129,20 @@ class BleDriver(Driver[Config]):
                 self._last_activity = loop.time()
         finally:
             await self.scanner.stop()
-            self.pipeline.replay.save()
+            self._save_counters()
 
     async def close(self) -> None:
         await self.scanner.stop()
-        self.pipeline.replay.save()
+        self._save_counters()
+
+    def _save_counters(self) -> None:
+        """Persist the BTHome replay counters. A disk that refuses the write (full, read-only)
+        is counted and logged once; the counters stay dirty and are written next time: the
+        driver never dies of the SD card."""
+        try:
+            self.pipeline.replay.save()
+        except OSError as error:
+            self.ctx.count("state_write_failed")
+            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
+                               reason=str(error), note="replay counters kept in memory, written again later")
 
