@@ -15,6 +15,7 @@ Sample:
     password = "..."
     topic_prefix = "city"
     gzip = true
+    ack = "platform"            # end to end: the platform acknowledges on city/<gateway>/ack
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
     connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     # Seconds to wait for a PUBACK before the batch counts as not delivered (and is retried).
     ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    # Who acknowledges a batch. "broker": its PUBACK, and the batch leaves the outbox. QoS 1 is
+    # hop by hop, so a broker restarted without persistence loses what it acknowledged but had
+    # not yet passed on. "platform": end to end; the platform publishes the seq ranges it has
+    # accounted on <topic_prefix>/<gateway id>/ack ({"stream": ..., "ranges": [[first, last],
+    # ...]}), and only those batches leave the outbox (simulators/platform/README.md).
+    ack: Literal["broker", "platform"] = "broker"
+    # ack = "platform": seconds to wait for the platform's acknowledgement once the broker has
+    # the batch; then the batch counts as not delivered and is sent again (after backoff).
+    platform_ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
     def validate(self) -> list[str]:
         problems: list[str] = []

@@ -13,6 +13,15 @@ in flight with `UplinkUnavailable`, and the next `start()` or `send()` opens a f
 Batches whose PUBACK never came are sent again: delivery is at least once, and the platform
 removes the duplicates by batch id.
 
+End-to-end acknowledgement (`ack = "platform"`): QoS 1 is hop by hop, so a PUBACK only says the
+broker has the batch. With this option the uplink also subscribes (QoS 1) to
+`<prefix>/<gateway>/ack`, where the platform publishes `{"stream": ..., "ranges": [[first, last],
+...]}` once its books hold those batches, and `send()` returns only when a range covers the
+batch's seq (in the outbox's stream). No acknowledgement within `platform_ack_timeout`, or the
+connection lost before it came, fails the send with `UplinkUnavailable`: the runner backs off
+and the batch is sent again; the platform removes the duplicate by batch id and acknowledges it
+again. An acknowledgement for another stream (an older outbox database) is ignored and counted.
+
 Payloads (the platform side must know this):
 - `<prefix>/<gateway>/batch` and `<prefix>/<gateway>/event`, QoS 1, not retained, one
   schema/batch-v2.json document each (events batches go to `event`).
@@ -47,7 +56,7 @@ from gateway.errors import BatchRejected, UplinkUnavailable
 from gateway.uplinks.base import Uplink, UplinkContext
 from gateway.uplinks.mqtt import Config
 
-__all__ = ["CONTENT_TYPE_GZIP", "CONTENT_TYPE_JSON", "MqttUplink", "connack_cause"]
+__all__ = ["CONTENT_TYPE_GZIP", "CONTENT_TYPE_JSON", "MqttUplink", "connack_cause", "parse_platform_ack"]
 
 CONTENT_TYPE_JSON: Final = "application/json"
 CONTENT_TYPE_GZIP: Final = "application/json+gzip"
@@ -83,6 +92,27 @@ _CONNACK_CAUSES: Final[dict[int, tuple[str, str]]] = {
 _PUBACK_REJECTS: Final[frozenset[int]] = frozenset({0x99})
 # PUBACK 0x10 "No matching subscribers" (MQTT 5.0 3.4.2.1): accepted, but nobody got it.
 _NO_SUBSCRIBERS: Final = 0x10
+
+
+def parse_platform_ack(payload: bytes) -> tuple[str, list[tuple[int, int]]]:
+    """A platform acknowledgement `{"stream": str, "ranges": [[first, last], ...]}` as (stream,
+    ranges); ValueError with the reason for anything else (the caller counts and drops it)."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("stream"), str):
+        raise ValueError("expected an object with a string \"stream\"")
+    ranges = document.get("ranges")
+    if not isinstance(ranges, list):
+        raise ValueError("expected \"ranges\": [[first, last], ...]")
+    out: list[tuple[int, int]] = []
+    for pair in ranges:
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(type(n) is int for n in pair) or pair[0] > pair[1]):
+            raise ValueError(f"expected a range [first, last] with first <= last, found {pair!r}")
+        out.append((pair[0], pair[1]))
+    return document["stream"], out
 
 
 def connack_cause(value: int) -> tuple[str, str]:
@@ -126,12 +156,19 @@ class MqttUplink(Uplink[Config]):
         self.topic_config = f"{base}/config"
         self.topic_config_result = f"{base}/config/result"
         self._config_callback: Callable[[bytes], None] | None = None
+        self.topic_ack = f"{base}/ack"
+        self.platform_ack = config.ack == "platform"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[Any] | None = None
         # mid -> (future resolved by the PUBACK, whether "no matching subscribers" fails it)
         self._pending: dict[int, tuple[asyncio.Future[None], bool]] = {}
         self._connect_lock = asyncio.Lock()
+        # ack = "platform": seq -> future resolved by the platform's acknowledgement
+        self._awaiting_platform: dict[int, asyncio.Future[None]] = {}
+        self._suback: asyncio.Future[Any] | None = None
+        self._stream: str | None = None  # the outbox's stream, learnt from the first batch
+        self._logged_bad_acks: set[str] = set()
         # One PUBLISH property set for every batch (built once: paho's Properties is costly to
         # build per message). MQTT 5 only; 3.1.1 has no properties.
         self._publish_properties: Properties | None = None
@@ -177,9 +214,40 @@ class MqttUplink(Uplink[Config]):
         # stored gzipped (gateway.batch.ENCODING): sent as stored unless the platform wants JSON
         payload = batch.payload if self.config.gzip else batch.json()
         properties = self._publish_properties
-        await self._publish(topic, payload, properties=properties, ack_wait=self.config.ack_timeout,
-                            need_subscriber=self.config.require_subscriber)
-        self.ctx.count("published_bytes", len(payload))
+        if not self.platform_ack:
+            await self._publish(topic, payload, properties=properties,
+                                ack_wait=self.config.ack_timeout,
+                                need_subscriber=self.config.require_subscriber)
+            self.ctx.count("published_bytes", len(payload))
+            return
+        if self._stream is None:
+            # one outbox database, one stream, for the life of the process: decoded once
+            self._stream = batch.document().stream
+        assert self._loop is not None
+        # Registered before the PUBLISH: the platform may answer before the PUBACK is seen.
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        earlier = self._awaiting_platform.get(batch.seq)
+        if earlier is not None and not earlier.done():
+            earlier.cancel()
+        self._awaiting_platform[batch.seq] = waiter
+        try:
+            await self._publish(topic, payload, properties=properties,
+                                ack_wait=self.config.ack_timeout,
+                                need_subscriber=self.config.require_subscriber)
+            self.ctx.count("published_bytes", len(payload))
+            timeout = self.config.platform_ack_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                self.ctx.count("platform_ack_timeouts")
+                raise UplinkUnavailable(
+                    f"no acknowledgement from the platform on {self.topic_ack} within {timeout:g} s"
+                ) from None
+        finally:
+            if self._awaiting_platform.get(batch.seq) is waiter:
+                del self._awaiting_platform[batch.seq]
+        self.ctx.count("platform_acked")
 
     # ----------------------------------------------------------------- remote configuration
 
@@ -240,6 +308,8 @@ class MqttUplink(Uplink[Config]):
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        if self.platform_ack:
+            client.on_subscribe = self._on_subscribe
         self._connack = self._loop.create_future()
         self._client = client
         where = f"{config.host}:{config.effective_port()}"
@@ -262,6 +332,8 @@ class MqttUplink(Uplink[Config]):
             await self._discard_client()
             cause, text = connack_cause(reason.value)
             self._refused(cause, f"broker refused the connection: {text}", where)
+        if self.platform_ack:
+            await self._subscribe_acks(client, where)
         self._connected = True
         self.ctx.connected = True
         self.ctx.count("connects")
@@ -270,6 +342,28 @@ class MqttUplink(Uplink[Config]):
         await self._publish(self.topic_status, self._status("online"), retain=True,
                             ack_wait=config.ack_timeout)
         self._subscribe_config()
+
+    async def _subscribe_acks(self, client: mqtt.Client, where: str) -> None:
+        """Subscribe to the platform's acknowledgements before any batch goes out, so none
+        answering a batch of this connection can be missed (the session is clean)."""
+        assert self._loop is not None
+        self._suback = self._loop.create_future()
+        result, _mid = client.subscribe(self.topic_ack, qos=1)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            await self._discard_client()
+            self._refused("subscribe_failed", f"cannot subscribe to {self.topic_ack}: "
+                          f"{mqtt.error_string(result)}", where)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                reasons = await self._suback
+        except (TimeoutError, ConnectionError):
+            await self._discard_client()
+            self._refused("subscribe_failed", f"no SUBACK for {self.topic_ack}", where)
+        if any(getattr(reason, "is_failure", False) or getattr(reason, "value", 0) >= 0x80
+               for reason in reasons):
+            await self._discard_client()
+            self._refused("subscribe_refused",
+                          f"broker refused the subscription to {self.topic_ack}", where)
 
     def _blocking_connect(self, client: mqtt.Client) -> None:
         # In a worker thread: name resolution, TCP connect and TLS handshake block.
@@ -294,7 +388,7 @@ class MqttUplink(Uplink[Config]):
         self.ctx.connected = False
         if client is not None:
             client.on_connect = client.on_disconnect = client.on_publish = None
-            client.on_message = None
+            client.on_message = client.on_subscribe = None
             try:
                 client.disconnect()
             except Exception:  # noqa: BLE001 - tearing down a half-open client; nothing to save
@@ -337,6 +431,13 @@ class MqttUplink(Uplink[Config]):
         for future, _ in pending.values():
             if not future.done():
                 future.set_exception(UplinkUnavailable(f"mqtt connection lost ({reason})"))
+        # An acknowledgement published while we were away is gone (clean session): send again
+        # now rather than after the timeout.
+        awaiting, self._awaiting_platform = self._awaiting_platform, {}
+        for future in awaiting.values():
+            if not future.done():
+                future.set_exception(UplinkUnavailable(
+                    f"mqtt connection lost before the platform acknowledged ({reason})"))
 
     def _status(self, state: str, reason: str = "") -> bytes:
         status: dict[str, Any] = {
@@ -365,16 +466,52 @@ class MqttUplink(Uplink[Config]):
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._acked, client, mid, reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._message_arrived, client, message.topic, message.payload)
+        self._loop.call_soon_threadsafe(self._subscribed, client, list(reasons))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._message_arrived, client, message.topic, bytes(message.payload))
 
     # ----------------------------------------------------------------- event loop side
 
     def _message_arrived(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
-        if client is self._client and topic == self.topic_config and self._config_callback is not None:
+        if client is not self._client:
+            return
+        if topic == self.topic_config and self._config_callback is not None:
             self.ctx.count("config_messages")
             self._config_callback(payload)
+        elif topic == self.topic_ack:
+            self._platform_acked(client, topic, payload)
+
+    def _subscribed(self, client: mqtt.Client, reasons: list[Any]) -> None:
+        if client is self._client and self._suback is not None and not self._suback.done():
+            self._suback.set_result(reasons)
+
+    def _platform_acked(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
+        if client is not self._client or topic != self.topic_ack:
+            return
+        try:
+            stream, ranges = parse_platform_ack(payload)
+        except ValueError as error:
+            self.ctx.count("platform_ack_invalid")
+            if str(error) not in self._logged_bad_acks:
+                self._logged_bad_acks.add(str(error))
+                self.ctx.log.warning("ignored a malformed platform acknowledgement",
+                                     topic=topic, reason=str(error))
+            return
+        if stream != self._stream:
+            self.ctx.count("platform_ack_other_stream")
+            return
+        for seq, future in self._awaiting_platform.items():
+            if future.done():
+                continue
+            for first, last in ranges:
+                if first <= seq <= last:
+                    future.set_result(None)
+                    break
 
     def _connack_arrived(self, client: mqtt.Client, reason: Any) -> None:
         if client is self._client and self._connack is not None and not self._connack.done():
@@ -385,6 +522,8 @@ class MqttUplink(Uplink[Config]):
             return
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(_NoConnack(str(reason)))
+        if self._suback is not None and not self._suback.done():
+            self._suback.set_exception(_NoConnack(str(reason)))
         if self._connected:
             self.ctx.count("disconnects")
             self.ctx.log.warning("mqtt connection lost", reason=str(reason),

@@ -1,8 +1,8 @@
 """The central platform's side of the MQTT contract: a receiver that proves nothing is lost."""
 
-from simulators.platform.ledger import Ledger
+from simulators.platform.ledger import Accounted, Ledger
 
-__all__ = ["Ledger", "PlatformReceiver"]
+__all__ = ["Accounted", "Ledger", "PlatformReceiver"]
 
 
 def __getattr__(name: str) -> object:

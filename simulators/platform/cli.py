@@ -30,6 +30,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--session-expiry", type=int, default=0,
                         help="seconds the broker keeps this receiver's session and queued "
                         "messages while it is away (needs --client-id; 0: clean session)")
+    parser.add_argument("--ack", action="store_true",
+                        help="acknowledge each accounted batch on <prefix>/<gateway>/ack "
+                        "(end to end, for uplinks with ack = \"platform\")")
     parser.add_argument("--report", default="", help="write the JSON report here (default stdout)")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop after this many seconds (0: until SIGINT/SIGTERM)")
@@ -39,6 +42,7 @@ def main(argv: list[str]) -> int:
         args.host, args.port, prefix=args.prefix, share_group=args.share_group,
         protocol=args.protocol, username=args.username, password=args.password,
         ca_file=args.ca_file, client_id=args.client_id, session_expiry=args.session_expiry,
+        ack=args.ack,
     )
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

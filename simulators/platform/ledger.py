@@ -30,7 +30,7 @@ from typing import Any
 
 import jsonschema
 
-__all__ = ["Ledger", "load_schema"]
+__all__ = ["Accounted", "Ledger", "load_schema"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_INVALID_SAMPLES = 20
@@ -96,6 +96,16 @@ def expand_v2(document: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class Accounted:
+    """A valid batch the books now hold: what an end-to-end acknowledgement names."""
+
+    gateway: str
+    stream: str
+    seq: int
+    new: bool  # False: a duplicate (already accounted under the same batch id)
+
+
 @dataclass
 class _Stream:
     seqs: set[int] = field(default_factory=set)
@@ -129,14 +139,20 @@ class Ledger:
     def ingest(self, payload: bytes | bytearray, content_type: str | None = None,
                topic: str = "") -> bool:
         """Account one batch payload; returns False when it was invalid."""
+        return self.account(payload, content_type, topic) is not None
+
+    def account(self, payload: bytes | bytearray, content_type: str | None = None,
+                topic: str = "") -> Accounted | None:
+        """Account one batch payload: what it was (new or a duplicate), None when invalid.
+        Once this returns, the batch is in the books: the moment to acknowledge it."""
         with self._lock:
             self.messages += 1
             self.bytes_received += len(payload)
             document = self._parse(payload, content_type, topic)
             if document is None:
-                return False
-            self._account(document)
-            return True
+                return None
+            new = self._account(document)
+            return Accounted(document["gateway"], document["stream"], document["seq"], new)
 
     def ingest_status(self, payload: bytes | bytearray, topic: str = "") -> None:
         try:
@@ -184,11 +200,11 @@ class Ledger:
                 return None
         return document  # type: ignore[no-any-return]
 
-    def _account(self, document: dict[str, Any]) -> None:
+    def _account(self, document: dict[str, Any]) -> bool:
         batch_id = document["batch_id"]
         if batch_id in self.batch_ids:
             self.duplicate_batches += 1
-            return
+            return False
         self.batch_ids.add(batch_id)
         gateway = document["gateway"]
         stream = self.streams.setdefault((gateway, document["stream"]), _Stream())
@@ -215,6 +231,7 @@ class Ledger:
                 self.duplicate_events += 1
             else:
                 self.events.add(key_e)
+        return True
 
     def _account_states(self, gateway: str, document: dict[str, Any]) -> None:
         series = document.get("series", [])

@@ -5,6 +5,12 @@ broker outage the receiver is subscribed again before a gateway (backing off for
 back. Subscriptions are made in `on_connect`, hence renewed on every reconnect. With MQTT 5 the
 batch and event topics can be taken as a shared subscription (`$share/<group>/...`) so several
 receivers split one gateway fleet's load.
+
+With `ack=True` the receiver acknowledges end to end (the MQTT uplink's `ack = "platform"`): once
+the ledger has accounted a batch (new or a duplicate of one it holds) it publishes, QoS 1,
+`{"stream": ..., "ranges": [[seq, seq]]}` on `<prefix>/<gateway>/ack`, the gateway taken from
+the topic the batch came on. Invalid payloads are not acknowledged: the gateway sends them again
+until its timeout, and the books count each as invalid.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from simulators.platform.ledger import Ledger
+from simulators.platform.ledger import Accounted, Ledger
 
 __all__ = ["PlatformReceiver"]
 
@@ -40,9 +46,12 @@ class PlatformReceiver:
         ca_file: str = "",
         client_id: str = "",
         session_expiry: int = 0,
+        ack: bool = False,
     ) -> None:
         self.host, self.port, self.prefix = host, port, prefix
         self.share_group = share_group
+        self.ack = ack
+        self.acks_sent = 0
         self.ledger = Ledger()
         self.subscribed = threading.Event()
         self.connects = 0
@@ -141,7 +150,17 @@ class PlatformReceiver:
         properties = getattr(message, "properties", None)
         if properties is not None:
             content_type = getattr(properties, "ContentType", None)
-        before = len(self.ledger.arrivals)
-        self.ledger.ingest(message.payload, content_type, message.topic)
-        if len(self.ledger.arrivals) > before:
+        accounted = self.ledger.account(message.payload, content_type, message.topic)
+        if accounted is None:
+            return
+        if accounted.new:
             self.arrival_times.append(time.monotonic())
+        if self.ack:
+            self._acknowledge(client, message.topic, accounted)
+
+    def _acknowledge(self, client: mqtt.Client, topic: str, accounted: Accounted) -> None:
+        # <prefix>/<gateway>/batch -> <prefix>/<gateway>/ack: the gateway listens on its own id
+        base = topic.rsplit("/", 1)[0]
+        body = {"stream": accounted.stream, "ranges": [[accounted.seq, accounted.seq]]}
+        client.publish(f"{base}/ack", json.dumps(body, separators=(",", ":")), qos=1)
+        self.acks_sent += 1
