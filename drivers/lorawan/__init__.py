@@ -82,14 +82,34 @@ class Config(DriverSettings):
     max_clock_skew: Annotated[float, msgspec.Meta(ge=0.0)] = 300.0
     # Sessions and frame counters are written to the state folder at most this often (seconds).
     state_flush_interval: Annotated[float, msgspec.Meta(ge=0.05, le=3600.0)] = 10.0
-    # Network server: MQTT broker of the network server's integration.
+    # Network server: MQTT broker of the network server's integration (8883 is the usual TLS
+    # port). The client is gateway/mqtt/subscriber.py (gmqtt).
     mqtt_host: str = "127.0.0.1"
     mqtt_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
     mqtt_username: str = ""
     mqtt_password: str = ""
-    # "" lets the broker assign one.
-    mqtt_client_id: str = ""
+    # "" derives a stable one, eg-<gateway id>-<driver name>: the persistent session is found
+    # again by it after a restart. Two gateways on one broker must not share it.
+    mqtt_client_id: Annotated[str, msgspec.Meta(max_length=128)] = ""
     mqtt_qos: Literal[0, 1, 2] = 1
+    # "3.1.1" (every network server's broker speaks it) or "5".
+    mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # false (default): a persistent session: the broker queues QoS 1 uplinks while the gateway
+    # is away (restart, link down) and delivers them when it is back. true: they are lost.
+    mqtt_clean_session: bool = False
+    # MQTT 5: seconds the broker keeps the session after a disconnect (3.1.1: the broker's own
+    # setting, e.g. Mosquitto's persistent_client_expiration).
+    mqtt_session_expiry: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] = 86_400
+    # Seconds between keepalive pings; a broker silent for twice this is a lost connection.
+    mqtt_keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    # TLS: on with mqtt_tls = true; mqtt_ca_file is the CA bundle that signed the broker's
+    # certificate ("" = the system store); mqtt_cert_file + mqtt_key_file add a client
+    # certificate (mTLS). mqtt_tls_insecure skips the host name check (brokers reached by IP).
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    mqtt_cert_file: str = ""
+    mqtt_key_file: str = ""
+    mqtt_tls_insecure: bool = False
     # Topic filters: ChirpStack v4 (and v3.x) event/up, older ChirpStack v3 /rx, The Things Stack v3.
     mqtt_topics: list[str] = msgspec.field(
         default_factory=lambda: ["application/+/device/+/event/up", "application/+/device/+/rx", "v3/+/devices/+/up"]
@@ -107,6 +127,7 @@ class Config(DriverSettings):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
+        problems += self._validate_mqtt()
         if self.mode == "concentrator" and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", self.listen):
             problems.append(f"listen: expected host:port, found {self.listen!r}")
         for key in ("default_codec",):
@@ -136,6 +157,23 @@ class Config(DriverSettings):
             elif device.activation == "none" and self.mode == "concentrator":
                 problems.append(f"{where}.activation: expected \"abp\" or \"otaa\" in concentrator mode, found \"none\"")
         return problems
+
+    def _validate_mqtt(self) -> list[str]:
+        problems: list[str] = []
+        if bool(self.mqtt_cert_file) != bool(self.mqtt_key_file):
+            problems.append("mqtt_cert_file: expected mqtt_cert_file and mqtt_key_file together, "
+                            f"found {self.mqtt_cert_file!r} and {self.mqtt_key_file!r}")
+        if not self.mqtt_tls:
+            for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "mqtt_tls_insecure"):
+                if getattr(self, key):
+                    problems.append(f"{key}: expected mqtt_tls = true with it, found mqtt_tls = false")
+        if self.mqtt_password and not self.mqtt_username:
+            problems.append('mqtt_password: expected an mqtt_username with it, found ""')
+        return problems
+
+    def mqtt_client_id_for(self, gateway_id: str, driver_name: str) -> str:
+        """The configured client id, else one derived from the gateway id and driver name."""
+        return self.mqtt_client_id or f"eg-{gateway_id}-{driver_name}"
 
     def codec_for(self, dev_eui: str) -> str:
         """Device codec, else its profile's, else the default ("" = none)."""

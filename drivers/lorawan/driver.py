@@ -7,16 +7,19 @@ import base64
 import binascii
 import contextlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.lorawan import Config, concentrator, phy, semtech_udp
 from drivers.lorawan.decode import Decoded, decode_ns, decode_payload
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.network_server import parse_iso_time, parse_uplink
 from drivers.lorawan.sessions import Session, SessionStore
-from drivers.lorawan.transport import MqttSubscriber, UdpEndpoint, open_udp
+from drivers.lorawan.transport import UdpEndpoint, open_udp
 from gateway.driver import Driver, DriverContext
 from gateway.model import admit_forwarded
+
+if TYPE_CHECKING:
+    from gateway.mqtt.subscriber import MqttSubscriber
 
 __all__ = ["LoRaWANDriver"]
 
@@ -111,17 +114,30 @@ class LoRaWANDriver(Driver[Config]):
     # --- network-server mode -------------------------------------------------------------------
 
     async def _run_network_server(self) -> None:
+        # gmqtt loads only in network-server mode
+        from gateway.mqtt.subscriber import MqttSubscriber, SubscriberSettings
+
         config = self.config
-        self.mqtt = MqttSubscriber(
+        settings = SubscriberSettings(
             host=config.mqtt_host,
             port=config.mqtt_port,
             topics=config.mqtt_topics,
             qos=config.mqtt_qos,
-            client_id=config.mqtt_client_id,
+            client_id=config.mqtt_client_id_for(self.ctx.gateway_id, self.ctx.name),
             username=config.mqtt_username,
             password=config.mqtt_password,
-            on_message=self._on_ns_message,
+            keepalive=config.mqtt_keepalive,
+            protocol=config.mqtt_protocol,
+            clean_session=config.mqtt_clean_session,
+            session_expiry=config.mqtt_session_expiry,
+            tls=config.mqtt_tls,
+            ca_file=config.mqtt_ca_file,
+            cert_file=config.mqtt_cert_file,
+            key_file=config.mqtt_key_file,
+            tls_insecure=config.mqtt_tls_insecure,
+            tls_keys=("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"),
         )
+        self.mqtt = MqttSubscriber(settings, self._on_ns_message)
         try:
             await self.mqtt.start()
             await self.mqtt.wait_failed()

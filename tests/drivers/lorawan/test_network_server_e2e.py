@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -17,7 +18,7 @@ from gateway.windows import Aggregator, finalize
 from simulators.lorawan import NetworkServerPublisher, make_fleet
 from simulators.lorawan.publisher import uplink_document
 from tests.drivers.lorawan.conftest import Collected, make_config
-from tests.support.mosquitto import Broker
+from tests.support.mosquitto import Broker, make_tls
 from tests.support.wait import async_wait_for
 
 TOPICS = ["application/+/device/+/event/up", "application/+/device/+/rx", "v3/+/devices/+/up"]
@@ -142,3 +143,104 @@ async def test_partial_frames_are_counted_by_cause_and_keep_their_readings(mosqu
     assert ctx.counters.get("unknown_metric_forwarded") == 1
     assert model.metric("x_soil_ec").unit == "dS/m"
     assert {w[1]["cause"] for w in collected.warnings} >= set(expected)
+
+
+async def _run_until_subscribed(driver: LoRaWANDriver) -> asyncio.Task[None]:
+    task = asyncio.create_task(driver.run())
+    await async_wait_for(lambda: task.done() or (driver.mqtt is not None and driver.mqtt.subscribed.is_set()),
+                         what="driver subscribed")
+    if task.done():
+        task.result()  # raise what stopped it
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_uplinks_published_while_the_driver_is_down_arrive_exactly_once(
+        mosquitto: Broker, collected: Collected) -> None:
+    # The persistent session (default): the broker queues QoS 1 uplinks for the driver's client
+    # id while it is stopped (a gateway restart), and hands them over when it is back.
+    (sensor,) = make_fleet(1, families=["dragino_lht65"], otaa_every=0)
+    config = make_config(mode="network_server", mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
+                         mqtt_topics=TOPICS, devices=[{"dev_eui": sensor.eui_hex, "codec": "dragino_lht65"}])
+    ctx = collected.context()
+    payload = bytes.fromhex("CBF60B0D0376010ADD7FFF")  # the LHT65 manual example frame: 28.29 Cel, 88.6 %RH
+
+    def publish(fcnts: range) -> None:
+        for fcnt in fcnts:
+            topic, doc = uplink_document("chirpstack_v4", sensor, fcnt, 2, payload)
+            _publish(mosquitto, topic, msgspec.json.encode(doc))
+
+    def uplinks() -> int:
+        return ctx.counters.get("uplinks_chirpstack_v4", 0)
+
+    driver = LoRaWANDriver(config, ctx)
+    task = await _run_until_subscribed(driver)
+    assert driver.mqtt is not None and driver.mqtt.settings.client_id == "eg-gw-test-lora"
+    await asyncio.to_thread(publish, range(1, 6))
+    await async_wait_for(lambda: uplinks() == 5, what="5 uplinks while running")
+    await _stop(task)  # the driver stops (gateway restart): its session stays at the broker
+
+    await asyncio.to_thread(publish, range(6, 31))  # 25 uplinks while nobody listens
+    restarted = LoRaWANDriver(config, ctx)
+    task = await _run_until_subscribed(restarted)
+    try:
+        assert restarted.mqtt is not None and restarted.mqtt.session_present
+        await async_wait_for(lambda: uplinks() == 30, what="the 25 queued uplinks")
+        await asyncio.to_thread(publish, range(31, 32))  # a marker behind them: no duplicate came
+        await async_wait_for(lambda: uplinks() == 31, what="the marker uplink")
+    finally:
+        await _stop(task)
+    assert uplinks() == 31
+    temperatures = [r for r in collected.readings if r.metric == "temperature"]
+    assert len(temperatures) == 31
+    assert ctx.decode_errors == {}
+
+
+async def test_network_server_over_tls_with_credentials(tmp_path: Path, collected: Collected) -> None:
+    tls = make_tls(tmp_path)
+    (tmp_path / "broker").mkdir()
+    broker = Broker(workdir=tmp_path / "broker", tls=tls, require_certificate=True,
+                    users={"gw": "secret"}).start()
+    try:
+        (sensor,) = make_fleet(1, families=["dragino_lht65"], otaa_every=0)
+        config = make_config(mode="network_server", mqtt_host=broker.host, mqtt_port=broker.port,
+                             mqtt_tls=True, mqtt_ca_file=str(tls.ca), mqtt_cert_file=str(tls.client_cert),
+                             mqtt_key_file=str(tls.client_key), mqtt_username="gw", mqtt_password="secret",
+                             devices=[{"dev_eui": sensor.eui_hex, "codec": "dragino_lht65"}])
+        ctx = collected.context()
+        task = await _run_until_subscribed(LoRaWANDriver(config, ctx))
+        try:
+            topic, doc = uplink_document("chirpstack_v4", sensor, 1, 2, bytes.fromhex("CBF60B0D0376010ADD7FFF"))
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert), keyfile=str(tls.client_key))
+            client.username_pw_set("gw", "secret")
+            client.connect(broker.host, broker.port)
+            client.loop_start()
+            client.publish(topic, msgspec.json.encode(doc), qos=1).wait_for_publish(5)
+            client.disconnect()
+            client.loop_stop()
+            await async_wait_for(lambda: ctx.counters.get("uplinks_chirpstack_v4") == 1, what="uplink over TLS")
+        finally:
+            await _stop(task)
+        # a wrong password over TLS: the driver fails with the broker's refusal
+        bad = make_config(mode="network_server", mqtt_host=broker.host, mqtt_port=broker.port,
+                          mqtt_tls=True, mqtt_ca_file=str(tls.ca), mqtt_cert_file=str(tls.client_cert),
+                          mqtt_key_file=str(tls.client_key), mqtt_username="gw", mqtt_password="wrong")
+        with pytest.raises(DriverError, match="refused the connection: code 5"):
+            await asyncio.wait_for(LoRaWANDriver(bad, collected.context()).run(), 10)
+    finally:
+        broker.stop()
+
+
+def test_mqtt_config_problems_are_named() -> None:
+    assert make_config(mqtt_ca_file="ca.pem").validate() == [
+        "mqtt_ca_file: expected mqtt_tls = true with it, found mqtt_tls = false"]
+    assert make_config(mqtt_tls=True, mqtt_cert_file="c.pem").validate() == [
+        "mqtt_cert_file: expected mqtt_cert_file and mqtt_key_file together, found 'c.pem' and ''"]
+    assert make_config(mqtt_password="p").validate() == [
+        'mqtt_password: expected an mqtt_username with it, found ""']
