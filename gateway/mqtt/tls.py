@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import ClassVar
 
 from gateway.errors import GatewayError
 
@@ -18,13 +19,20 @@ __all__ = ["TlsFileError", "tls_context"]
 
 
 class TlsFileError(GatewayError):
-    """A CA, certificate or key file that cannot be used; `key` names the config key."""
+    """A CA, certificate or key file that cannot be used: `key` names the config key, `path`
+    the file, `problem` what is wrong with it; `reason` is the whole sentence.
 
-    def __init__(self, key: str, path: str, reason: str) -> None:
+    `permanent`: retrying does not mend a missing, unreadable or malformed file, so the uplink
+    runner stops the uplink rather than retrying it as if the link were down."""
+
+    permanent: ClassVar[bool] = True
+
+    def __init__(self, key: str, path: str, problem: str) -> None:
         self.key = key
         self.path = path
-        self.reason = reason
-        super().__init__(f"{key} {path!r}: {reason}")
+        self.problem = problem
+        self.reason = f"{key} {path!r}: {problem}"
+        super().__init__(self.reason)
 
 
 def _readable(key: str, path: str) -> None:

@@ -53,6 +53,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.batch import Batch
 from gateway.errors import BatchRejected, UplinkUnavailable
+from gateway.mqtt.tls import TlsFileError, tls_context
 from gateway.uplinks.base import Uplink, UplinkContext
 from gateway.uplinks.mqtt import Config
 
@@ -292,14 +293,14 @@ class MqttUplink(Uplink[Config]):
             client.username_pw_set(config.username, config.password or None)
         if config.tls:
             try:
-                client.tls_set(
-                    ca_certs=config.ca_file or None,
-                    certfile=config.cert_file or None,
-                    keyfile=config.key_file or None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (OSError, ssl.SSLError) as error:
-                self._refused("tls_files", f"cannot load TLS files: {error}")
+                context = tls_context(ca_file=config.ca_file, cert_file=config.cert_file,
+                                      key_file=config.key_file, insecure=config.tls_insecure)
+            except TlsFileError:
+                # Not UplinkUnavailable: a file does not come back by retrying. The runner stops
+                # this uplink (TlsFileError.permanent) with the file named.
+                self.ctx.count("connect_failed_tls_files")
+                raise
+            client.tls_set_context(context)
             if config.tls_insecure:
                 client.tls_insecure_set(True)
         client.will_set(self.topic_status, self._status("offline", "connection lost"), qos=1,

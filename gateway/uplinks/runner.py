@@ -7,6 +7,12 @@ the next outbox commit applies. When a send fails with `UplinkUnavailable` (or a
 unexpected) sending stops, in-flight sends finish or fail, and after a backoff with jitter (or
 the server's Retry-After) `start()` is called again before sending resumes. Each distinct
 failure is logged once until the next success, and every failure is counted.
+
+A failure whose `permanent` attribute is true (gateway.mqtt.TlsFileError: a CA, certificate or
+key file missing, unreadable or malformed) is not a link problem and retrying cannot mend it:
+the runner logs it once as an error, keeps it as `last_error`, sets `stopped`, and sends
+nothing more. Batches stay in the outbox (this uplink's cursor does not move) until the file is
+fixed and the gateway restarted; the other uplinks go on.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class UplinkRunner:
         self.dead_lettered = 0
         self.last_success = 0.0
         self.last_error = ""  # the last failure's reason until the next success (status page)
+        self.stopped = False  # gave up on a permanent failure (see the module docstring)
 
     # -- what the tick loop collects ---------------------------------------------------------
 
@@ -82,6 +89,8 @@ class UplinkRunner:
             try:
                 await self.uplink.start()
             except Exception as error:  # noqa: BLE001 - every failure is retried, never fatal
+                if self._gave_up(error):
+                    return
                 await self._after_failure(error)
                 continue
             self.ctx.connected = True
@@ -92,7 +101,20 @@ class UplinkRunner:
             self.ctx.connected = False
             if self._failure is not None and not self._stopping:
                 failure, self._failure = self._failure, None
+                if self._gave_up(failure):
+                    return
                 await self._after_failure(failure)
+
+    def _gave_up(self, error: BaseException) -> bool:
+        if not getattr(error, "permanent", False):
+            return False
+        self.failures += 1
+        self.stopped = True
+        self.ctx.connected = False
+        self.last_error = str(getattr(error, "reason", None) or error)
+        self.log.error("uplink stopped: retrying cannot fix this; batches stay in the outbox "
+                       "until it is fixed and the gateway restarted", reason=self.last_error)
+        return True
 
     async def _after_failure(self, error: BaseException) -> None:
         self.failures += 1
