@@ -173,3 +173,24 @@ def test_window_state_counts_against_the_bound(tmp_path: Path) -> None:
     tight.commit(closed_windows(500))
     tight.commit(closed_windows(1, start=T0 + 60))
     assert tight.stats.evicted_batches == 1 and tight.stats.state_bytes >= state
+
+
+def test_a_corrupt_checkpoint_row_is_counted_and_skipped_not_fatal(tmp_path: Path) -> None:
+    """A torn or damaged open-window checkpoint row: counted, skipped with one log line; the
+    rows after it and everything closed still load, start-up goes on."""
+    ob = make(tmp_path)
+    agg = Aggregator(window=60, grace=0, now=T0)
+    agg.add(Reading("a", "temperature", 1.0, T0 + 1))
+    first = encode_checkpoint(agg.dirty_open())
+    agg.add(Reading("b", "temperature", 2.0, T0 + 2))
+    second = encode_checkpoint(agg.dirty_open())
+    assert first is not None and second is not None
+    ob.commit(Commit(now=T0 + 3, close=agg.close_due(T0 + 3), checkpoints=[first, second]))
+    ob.commit(closed_windows(3, start=T0 - 60))
+    ob.db.execute("UPDATE open_log SET blob = ? WHERE id = (SELECT MIN(id) FROM open_log)", (b"\x78\x9c torn",))
+    ob.close()
+    again = make(tmp_path)
+    restored = again.open()
+    assert restored.skipped_checkpoint_rows == 1 and again.stats.checkpoint_rows_skipped == 1
+    assert [(start, key) for start, key, _ in restored.open_rows] == [(T0, ("b", "temperature"))]
+    assert len(again.pending("a", set(), 10)) == 1  # the closed windows' batch is intact
