@@ -319,6 +319,18 @@ def report(floors: list[Outcome], edge: Outcome, peer: Outcome | None, peer_note
             print(f"  {outcome.name}: {outcome.error}")
         if outcome.detail:
             print(f"  {outcome.name} upstream: {json.dumps(outcome.detail, sort_keys=True)}")
+    upstream: dict[str, float] = {}
+    for outcome in outcomes:
+        sent = outcome.detail.get("bytes")
+        if outcome.measurement is not None and isinstance(sent, int):
+            upstream[outcome.name] = sent / outcome.measurement.count
+            print(f"  {outcome.name} sent {sent:,} payload bytes upstream: "
+                  f"{upstream[outcome.name]:.1f} bytes per reading")
+    bytes_ratio = None
+    if peer is not None and edge.name in upstream and upstream.get(peer.name):
+        bytes_ratio = upstream[edge.name] / upstream[peer.name]
+        verdict = "meets" if bytes_ratio < 1 / 3 else "misses"
+        print(f"  upstream bytes edge-gateway / {peer.name}: {bytes_ratio:.3f} ({verdict} the aim of under 1/3)")
     ratio = None
     if peer is not None and peer.measurement is not None and edge.measurement is not None:
         ratio = edge.per_cpu_second / peer.per_cpu_second if peer.per_cpu_second else float("inf")
@@ -355,6 +367,8 @@ def report(floors: list[Outcome], edge: Outcome, peer: Outcome | None, peer_note
         **{f"floor_{f.name.split()[2]}_readings_per_cpu_s": round(f.per_cpu_second) if f.measurement else None
            for f in floors},
         "ratio": round(ratio, 2) if ratio is not None else None,
+        "upstream_bytes_per_reading": {name: round(v, 2) for name, v in upstream.items()},
+        "upstream_bytes_ratio": round(bytes_ratio, 4) if bytes_ratio is not None else None,
     }))
     return 0 if edge.measurement is not None else 1
 

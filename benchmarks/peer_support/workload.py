@@ -12,9 +12,12 @@ ThingsBoard IoT Gateway's `v1/gateway/telemetry` messages carry the values thems
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from simulators.platform.ledger import expand_v2
 
 __all__ = [
     "METRICS",
@@ -33,6 +36,7 @@ PROBE_EUI: Final = "ffffffffffffffff"
 # Metric name in edge-gateway's catalog == key in the ThingsBoard converter mapping.
 METRICS: Final = ("temperature", "humidity")
 _APPLICATION: Final = "climate"
+
 
 
 def dev_eui(index: int) -> str:
@@ -85,10 +89,11 @@ class EdgeBooks:
         self.bytes = 0
 
     def ingest(self, payload: bytes) -> None:
-        doc = json.loads(payload)
         self.batches += 1
-        self.bytes += len(payload)
-        for record in doc.get("windows", ()):
+        self.bytes += len(payload)  # as sent: gzip by default
+        doc = json.loads(gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload)
+        records = expand_v2(doc) if doc.get("version") == 2 else doc.get("windows", ())
+        for record in records:
             if record["device"] == self.exclude_device:
                 self.probe_records += 1
                 continue
