@@ -46,7 +46,7 @@ from drivers.ocpp.schemas import (
     PayloadError,
     Validator,
     known_actions,
-    validator,
+    lazy_validator,
 )
 from drivers.ocpp.transport import CLOSE_FLOOD, FrameBudget, ServerConnection, close_misbehaving
 from gateway.driver import DriverContext
@@ -161,13 +161,13 @@ class _Session:
         for member in vars(cls).values():
             action = getattr(member, "ocpp_action", None)
             if action is not None:
-                routes[action] = Route(member, validator(cls.version, action, REQUEST),
-                                       validator(cls.version, action, RESPONSE))
+                routes[action] = Route(member, lazy_validator(cls.version, action, REQUEST),
+                                       lazy_validator(cls.version, action, RESPONSE))
         cls.routes = routes
         cls.known_actions = known_actions(cls.version)
         cls.outgoing = {
-            "TriggerMessage": (validator(cls.version, "TriggerMessage", REQUEST),
-                               validator(cls.version, "TriggerMessage", RESPONSE)),
+            "TriggerMessage": (lazy_validator(cls.version, "TriggerMessage", REQUEST),
+                               lazy_validator(cls.version, "TriggerMessage", RESPONSE)),
         }
 
     def __init__(self, ident: str, connection: ServerConnection, mirror: Mirror,

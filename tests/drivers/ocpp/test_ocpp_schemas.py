@@ -23,7 +23,15 @@ from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action as Action201
 
 from drivers.ocpp.decode import V16, V201
-from drivers.ocpp.schemas import REQUEST, RESPONSE, PayloadError, known_actions, schema, validator
+from drivers.ocpp.schemas import (
+    REQUEST,
+    RESPONSE,
+    PayloadError,
+    is_compiled,
+    known_actions,
+    schema,
+    validator,
+)
 from drivers.ocpp.session import Route, Session16, Session201
 from tests.drivers.ocpp.support import running_driver
 
@@ -50,9 +58,18 @@ def test_known_actions_are_the_enums_of_each_version() -> None:
         validator(V16, "TransactionEvent", REQUEST)
 
 
-def test_validators_are_compiled_once_and_shared() -> None:
+def test_validators_are_compiled_once_on_first_use_and_shared() -> None:
     assert validator(V16, "MeterValues", REQUEST) is validator(V16, "MeterValues", REQUEST)
-    assert Session16.routes["MeterValues"].check_request is validator(V16, "MeterValues", REQUEST)
+    # routes compile lazily, once: an action nobody sends is never compiled
+    route = Session16.routes["DataTransfer"]
+    assert not is_compiled(V16, "DataTransfer", RESPONSE)
+    route.check_response({"status": "Accepted"})
+    assert is_compiled(V16, "DataTransfer", RESPONSE)
+    compiled = validator(V16, "DataTransfer", RESPONSE)
+    route.check_response({"status": "Accepted"})
+    assert validator(V16, "DataTransfer", RESPONSE) is compiled
+    with pytest.raises(PayloadError):
+        route.check_response({"status": "Maybe"})
 
 
 # Valid payloads: the examples of OCPP-J 1.6 section 4.1.x / 2.0.1 Part 4 section 4.2 plus
