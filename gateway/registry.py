@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from gateway.driver import Driver
+    from gateway.uplinks.base import Uplink
 
 DRIVER_PACKAGES: Final[dict[str, str]] = {
     "replay": "drivers.replay",
@@ -28,3 +32,23 @@ def driver_module(type_name: str) -> ModuleType:
 
 def uplink_module(type_name: str) -> ModuleType:
     return importlib.import_module(UPLINK_MODULES[type_name])
+
+
+def load_driver(type_name: str) -> type[Driver[Any]]:
+    """The Driver subclass of a config `type` (its heavy imports happen now, not before)."""
+    from gateway.driver import Driver
+
+    found = driver_module(type_name).load_driver()
+    if not (isinstance(found, type) and issubclass(found, Driver)):
+        raise TypeError(f"{DRIVER_PACKAGES[type_name]}.load_driver() returned {found!r}, not a Driver")
+    return found
+
+
+def load_uplink(type_name: str) -> type[Uplink[Any]]:
+    """The Uplink subclass of a config `type`."""
+    from gateway.uplinks.base import Uplink
+
+    found = uplink_module(type_name).load_uplink()
+    if not (isinstance(found, type) and issubclass(found, Uplink)):
+        raise TypeError(f"{UPLINK_MODULES[type_name]}.load_uplink() returned {found!r}, not an Uplink")
+    return found

@@ -36,7 +36,7 @@ from gateway.driver import Driver, DriverContext
 from gateway.errors import ConfigError, StorageError
 from gateway.model import Event, metric
 from gateway.outbox import Commit, Outbox, encode_checkpoint
-from gateway.registry import driver_module, uplink_module
+from gateway.registry import load_driver, load_uplink
 from gateway.reload import (
     ReloadCollector,
     ReloadPlan,
@@ -233,14 +233,14 @@ class Gateway:
             submit_event=self.submit_event,
             clock=self.clock,
         )
-        driver_class = driver_module(settings.type).load_driver()
+        driver_class = load_driver(settings.type)
         driver = driver_class(settings, ctx)
         return DriverSupervisor(driver, ctx, Backoff(rt.restart_backoff_initial, rt.restart_backoff_max))
 
     def _make_runner(self, settings: Any, config: Config | None = None) -> UplinkRunner:
         rt = (config or self.config).runtime
         ctx = UplinkContext(settings.name, gateway_id=self.config.gateway.id, state_dir=str(self.state_dir))
-        uplink = uplink_module(settings.type).load_uplink()(settings, ctx)
+        uplink = load_uplink(settings.type)(settings, ctx)
         if self.remote_config is not None:
             self.remote_config.attach(uplink)
         return UplinkRunner(

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from gateway.config import Config
 from gateway.driver import DriverContext
 from gateway.model import CATALOG, Event, Reading
-from gateway.registry import driver_module
+from gateway.registry import load_driver
 from gateway.windows import FUTURE_TOLERANCE
 
 __all__ = ["TestReport", "run_test"]
@@ -141,7 +141,7 @@ async def run_test(
             ctx = DriverContext(item.name, gateway_id=config.gateway.id, state_dir=state,
                                 submit=sink.reading, submit_event=sink.event)
             contexts.append(ctx)
-            instance = driver_module(item.type).load_driver()(item, ctx)
+            instance = load_driver(item.type)(item, ctx)
             tasks[item.name] = asyncio.create_task(_run_once(instance, item.name, report))
         waiter = asyncio.create_task(done.wait())
         all_ended: asyncio.Future[Any] = asyncio.gather(*tasks.values())
