@@ -19,6 +19,7 @@ from drivers.ocpp.proxy import ProxySession
 from drivers.ocpp.proxy import poll as proxy_poll
 from drivers.ocpp.session import SESSIONS, EndpointSettings
 from drivers.ocpp.session import poll as endpoint_poll
+from drivers.ocpp.transactions import FLUSH_INTERVAL, TransactionStore
 from drivers.ocpp.transport import (
     CLOSE_TOO_BIG,
     Admission,
@@ -54,6 +55,8 @@ class OcppDriver(Driver[Config]):
         self.listening = asyncio.Event()
         self.connected: dict[str, ServerConnection] = {}
         self._mirrors: dict[str, Mirror] = {}  # bounded by the ids admission lets in
+        self._transactions = TransactionStore(ctx.state_dir)
+        self._flush_task: asyncio.Task[None] | None = None
         self._server: Any = None
         self._admission: Admission | None = None
         self._endpoint = EndpointSettings(
@@ -63,6 +66,11 @@ class OcppDriver(Driver[Config]):
 
     async def run(self) -> None:
         config = self.config
+        # open transactions of the previous run: their MeterValues and stops still find a connector
+        for ident, (version, transactions) in self._transactions.load().items():
+            if ident not in self._mirrors:
+                mirror = self._mirrors[ident] = Mirror(self.ctx, ident, version)
+                mirror.transactions.update(transactions)
         admission = self._admission = Admission(
             prefix=config.path_prefix,
             passwords=config.secrets(),
@@ -95,6 +103,7 @@ class OcppDriver(Driver[Config]):
         previous = loop.get_exception_handler()
         loop.set_exception_handler(self._accept_errors(previous, {s.fileno() for s in sockets}))
         self.listening.set()
+        self._flush_task = asyncio.create_task(self._flush_periodically())
         self.ctx.log.info("OCPP endpoint listening", port=self.port,
                           mode="proxy" if config.upstream_url else "endpoint")
         try:
@@ -134,6 +143,35 @@ class OcppDriver(Driver[Config]):
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self.listening.clear()
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+            self._flush_task = None
+        await self._persist_transactions()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._persist_transactions()
+
+    async def _persist_transactions(self) -> None:
+        """Write the transaction maps if one changed. A disk that refuses the write is counted
+        and logged once; the maps stay marked and are written at the next flush."""
+        changed = [m for m in self._mirrors.values() if m.changed]
+        if not changed:
+            return
+        for mirror in changed:
+            mirror.changed = False
+        data = TransactionStore.encode({i: (m.version, m.transactions) for i, m in self._mirrors.items()})
+        try:
+            await asyncio.to_thread(self._transactions.write, data)
+        except OSError as error:
+            for mirror in changed:
+                mirror.changed = True
+            self.ctx.count("state_write_failed")
+            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
+                               path=str(self._transactions.path), reason=str(error))
 
     async def _serve_charge_point(self, connection: ServerConnection) -> None:
         ctx = self.ctx

@@ -28,21 +28,26 @@ _MAX_TRANSACTIONS = 64
 
 
 class Mirror:
-    __slots__ = ("ctx", "charge_point", "version", "transactions", "last_status", "last_report")
+    __slots__ = ("ctx", "charge_point", "version", "transactions", "last_status", "last_report", "changed")
 
     def __init__(self, ctx: DriverContext, charge_point: str, version: str) -> None:
         self.ctx = ctx
         self.charge_point = charge_point
         self.version = version
         self.transactions: dict[str, str] = {}
+        self.changed = False  # the transaction map changed since it was last persisted
         self.last_status: dict[str, str] = {}
         # Receive time of the last StatusNotification / meter data (for polling decisions).
         self.last_report: dict[str, float] = {}
 
     def bind_transaction(self, transaction_id: Any, unit: Any) -> None:
+        key, value = str(transaction_id), str(unit)
+        if self.transactions.get(key) == value:
+            return
         if len(self.transactions) >= _MAX_TRANSACTIONS:
             self.transactions.pop(next(iter(self.transactions)))
-        self.transactions[str(transaction_id)] = str(unit)
+        self.transactions[key] = value
+        self.changed = True
 
     def on_call(self, action: str, payload: Any, received: float) -> None:
         """Mirror one CALL from the charge point into readings (never raises on field data)."""
@@ -72,11 +77,15 @@ class Mirror:
         if not isinstance(payload, dict):
             return
         if self.version == V16 and action == "StopTransaction":
-            self.transactions.pop(str(payload.get("transactionId")), None)
+            self._forget(payload.get("transactionId"))
         elif action == "TransactionEvent" and payload.get("eventType") == "Ended":
             info = payload.get("transactionInfo")
             if isinstance(info, dict):
-                self.transactions.pop(str(info.get("transactionId")), None)
+                self._forget(info.get("transactionId"))
+
+    def _forget(self, transaction_id: Any) -> None:
+        if self.transactions.pop(str(transaction_id), None) is not None:
+            self.changed = True
 
     def on_result(self, action: str, request: Any, response: Any) -> None:
         """A CALLRESULT the CSMS sent for one of the charge point's CALLs (proxy mode)."""

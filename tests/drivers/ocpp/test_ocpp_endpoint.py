@@ -315,3 +315,28 @@ async def test_require_password_refuses_pattern_only_ids_and_boot_answers_the_in
             boot = {"chargePointVendor": "V", "chargePointModel": "M"}
             answer = await _exchange(cp, json.dumps([2, "b1", "BootNotification", boot]))
             assert answer[:2] == [3, "b1"] and answer[2]["interval"] == 42 and answer[2]["status"] == "Accepted"
+
+
+async def test_a_gateway_restart_keeps_the_open_transactions(tmp_path: Path) -> None:
+    """Issue 17: every restart forgot which connector a transaction ran on, so the stop's
+    meter value (and 2.0.1's later events) were lost as unknown transactions."""
+    async with running_driver(tmp_path) as gw:
+        fleet = Fleet(FleetConfig(url=gw.url, version="1.6", charge_points=1, connectors=2, report=False))
+        cp = fleet.charge_points[0]
+        await fleet.start()
+        started = await cp.call(call16.StartTransaction(connector_id=2, id_tag="TAG1", meter_start=100,
+                                                        timestamp="2026-01-01T00:00:01Z"))
+        await fleet.stop()
+    # the first driver is gone (closed as on SIGTERM); a new one on the same state directory
+    async with running_driver(tmp_path) as again:
+        fleet = Fleet(FleetConfig(url=again.url, version="1.6", charge_points=1, connectors=2, report=False))
+        cp = fleet.charge_points[0]
+        await fleet.start()
+        await cp.call(call16.StopTransaction(meter_stop=250, timestamp="2026-01-01T00:00:02Z",
+                                             transaction_id=started.transaction_id))
+        await fleet.stop()
+    stops = [r for r in again.readings if r.metric == "energy_active_import_register"]
+    assert [(r.device, r.value) for r in stops] == [("ocpp:SIM0000/2", 250.0)]
+    assert again.ctx.decode_errors == {}
+    # the finished transaction was forgotten and written so
+    assert json.loads((tmp_path / "ocpp-transactions.json").read_text()) == {}
