@@ -198,6 +198,8 @@ def measure_gateway(
             if time.monotonic() > deadline:
                 outcome.error = (f"only {receiver.covered():,} of {args.readings:,} readings arrived upstream "
                                  f"within {args.timeout:.0f} s:\n{_log_tail(log_path)}")
+                # its bytes per reading still count: taken over what did arrive
+                outcome.detail = {"bytes": receiver.books.bytes, "covered_readings": receiver.covered()}
                 return outcome
         wall = time.perf_counter() - wall0
         cpu = cpu_seconds(process.pid) - cpu0
@@ -322,8 +324,9 @@ def report(floors: list[Outcome], edge: Outcome, peer: Outcome | None, peer_note
     upstream: dict[str, float] = {}
     for outcome in outcomes:
         sent = outcome.detail.get("bytes")
-        if outcome.measurement is not None and isinstance(sent, int):
-            upstream[outcome.name] = sent / outcome.measurement.count
+        readings = outcome.measurement.count if outcome.measurement else outcome.detail.get("covered_readings", 0)
+        if isinstance(sent, int) and readings:
+            upstream[outcome.name] = sent / readings
             print(f"  {outcome.name} sent {sent:,} payload bytes upstream: "
                   f"{upstream[outcome.name]:.1f} bytes per reading")
     bytes_ratio = None
