@@ -161,10 +161,10 @@ def _compact(value: float | str | None) -> float | str | None:
 def to_wire(document: BatchDocument) -> dict[str, Any]:
     """The v2 JSON object of `document` (before compression)."""
     series: list[list[Any]] = []
-    index: dict[tuple[str, str], int] = {}
+    index: dict[tuple[str, str, str, str], int] = {}
 
     def ref(device: str, metric: str, unit: str, kind: str) -> int:
-        key = (device, metric)
+        key = (device, metric, unit, kind)
         found = index.get(key)
         if found is None:
             found = index[key] = len(series)

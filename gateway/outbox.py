@@ -551,22 +551,23 @@ class Outbox:
         if total + state_bytes <= self.max_bytes:
             return 0
         freed = 0
-        first = last = None
-        count = records = 0
+        last = None
+        lost: list[tuple[int, int]] = []  # (seq, records) of batches some uplink never got
+        delivered = 0
         for seq, size, n in db.execute("SELECT seq, bytes, records FROM batches WHERE seq < ? ORDER BY seq", (below,)):
             if total + state_bytes - freed <= self.max_bytes:
                 break
-            first = seq if first is None else first
             last = seq
             freed += size
-            count += 1
-            records += n
+            # acknowledged by every uplink (above its cursor, out of order): delivered, not lost
+            if all(seq <= cursors[name] or seq in acked[name] for name in cursors):
+                delivered += 1
+            else:
+                lost.append((seq, n))
         if last is None:
             return 0
         db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
-        db.execute(
-            "INSERT INTO evictions VALUES (?, ?, ?, ?, ?)", (first, last, count, records, self.clock())
-        )
+        report.deleted += delivered
         for name in cursors:
             if cursors[name] < last:
                 cursors[name] = last
@@ -574,16 +575,19 @@ class Outbox:
             while cursors[name] + 1 in acked[name]:
                 cursors[name] += 1
                 acked[name].discard(cursors[name])
-        report.evicted_batches += count
-        report.evicted_records += records
-        log.warning(
-            "outbox full: evicted the oldest batches (counted in outbox_evicted_batches_total)",
-            first_seq=first,
-            last_seq=last,
-            batches=count,
-            records=records,
-            max_bytes=self.max_bytes,
-        )
+        for first, end, count, records in _runs(lost):
+            db.execute("INSERT INTO evictions VALUES (?, ?, ?, ?, ?)", (first, end, count, records, self.clock()))
+            report.evicted_batches += count
+            report.evicted_records += records
+            log.warning(
+                "outbox_evicted",
+                first_seq=first,
+                last_seq=end,
+                batches=count,
+                records=records,
+                max_bytes=self.max_bytes,
+                note="outbox full: the oldest batches were evicted (counted in outbox_evicted_batches_total)",
+            )
         return freed
 
     def _delete_delivered(self, db: sqlite3.Connection, cursors: dict[str, int], report: CommitReport) -> int:
@@ -656,6 +660,18 @@ def _carry_ends(ended: list[Any]) -> list[CarryEndRecord]:
         CarryEndRecord(device=key[0], metric=key[1], unit=catalog_metric(key[1]).unit, since=ts, state=value, start=start)
         for key, ts, value, start in ended
     ]
+
+
+def _runs(batches: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """Contiguous seq ranges of (seq, records): (first, last, batches, records) each."""
+    out: list[tuple[int, int, int, int]] = []
+    for seq, records in batches:
+        if out and out[-1][1] == seq - 1:
+            first, _, count, total = out[-1]
+            out[-1] = (first, seq, count + 1, total + records)
+        else:
+            out.append((seq, seq, 1, records))
+    return out
 
 
 class _ClosedWindows:

@@ -194,3 +194,17 @@ def test_a_corrupt_checkpoint_row_is_counted_and_skipped_not_fatal(tmp_path: Pat
     assert restored.skipped_checkpoint_rows == 1 and again.stats.checkpoint_rows_skipped == 1
     assert [(start, key) for start, key, _ in restored.open_rows] == [(T0, ("b", "temperature"))]
     assert len(again.pending("a", set(), 10)) == 1  # the closed windows' batch is intact
+
+
+def test_a_batch_every_uplink_acknowledged_is_not_counted_as_evicted(tmp_path: Path) -> None:
+    """Acknowledged out of order (above the cursor) and then squeezed out by a full outbox: it
+    was delivered, so the platform sees no gap there and the gateway must not name one."""
+    ob = make(tmp_path, per_batch=10)
+    ob.commit(closed_windows(30))  # batches 1, 2, 3
+    ob.commit(Commit(now=T0 + 61, acks={"a": [2]}))
+    assert ob.cursor("a") == 0
+    ob.max_bytes = 1
+    ob.commit(closed_windows(5, start=T0 + 60))  # batch 4; 1..3 must go
+    assert ob.evictions() == [(1, 1, 1, 10), (3, 3, 1, 10)]
+    assert (ob.stats.evicted_batches, ob.stats.batches) == (2, 1)
+    assert ob.cursor("a") == 3 and [b.seq for b in ob.pending("a", set(), 10)] == [4]

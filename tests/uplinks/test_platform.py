@@ -240,3 +240,17 @@ def test_platform_command_writes_a_report(mosquitto: Broker, tmp_path: Path) -> 
     assert report["gaps"] == {f"{GATEWAY}/s-test": [3]}
     assert report["invalid"]["count"] == 1 and report["batches"] == 3
     assert b"3 batches" in stderr
+
+
+def test_one_series_per_device_metric_unit_and_kind() -> None:
+    """A device and metric under two kinds (a metric redefined between versions, or a
+    forwarded x_ metric configured later) are two series: each row decodes with its own kind."""
+    gauge = WindowRecord(device="d", metric="x_level", unit="", kind="gauge", start=60, window=60, count=2,
+                         min=1.0, max=2.0, mean=1.5, last=2.0)
+    counter = WindowRecord(device="d", metric="x_level", unit="", kind="counter", start=120, window=60, count=1,
+                           first=3.0, last=3.0, delta=1.0, resets=0)
+    document = BatchDocument(schema=SCHEMA_NAME, version=SCHEMA_VERSION, gateway=GATEWAY, stream="s", seq=1,
+                             batch_id="b", created=0.0, windows=[gauge, counter])
+    payload = encode_document(document)
+    assert len(json.loads(gzip.decompress(payload))["series"]) == 2
+    assert decode_document(payload).windows == [gauge, counter]
