@@ -76,7 +76,7 @@ async def _serve(kind: str, upstream: str, pipe: Connection) -> None:
                     await connection.send(frame)
 
         server = await stop.enter_async_context(serve(
-            echo, "127.0.0.1", 0, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            echo, "127.0.0.1", 0, subprotocols=["ocpp1.6"],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
             compression=None, ping_interval=None, max_size=65536))
         port = next(iter(server.sockets)).getsockname()[1]
     else:
@@ -97,7 +97,7 @@ async def _serve(kind: str, upstream: str, pipe: Connection) -> None:
         fields = set(Config.__struct_fields__)  # lets the same file measure older revisions
         config = Config(type="ocpp", name="ocpp", host="127.0.0.1", port=0, allowed_ids=["BENCH[0-9]+"],
                         ping_interval=0, upstream_url=upstream,
-                        **{k: v for k, v in limits.items() if k in fields})  # type: ignore[arg-type]
+                        **{k: v for k, v in limits.items() if k in fields})  # type: ignore[arg-type]  # limits are Any from JSON
         driver = OcppDriver(config, ctx)
         task = asyncio.ensure_future(driver.run())
         await driver.listening.wait()
@@ -158,7 +158,7 @@ async def _clients(pipe: Connection) -> None:
 
     async def boot(url: str, index: int) -> Any:
         connection = await websockets.connect(
-            f"{url}BENCH{index:05d}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            f"{url}BENCH{index:05d}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
             compression=None, ping_interval=None, max_size=2**20, open_timeout=60)
         await connection.send(msgspec.json.encode(
             [2, f"boot-{index}", "BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "B1"}]
@@ -175,7 +175,7 @@ async def _clients(pipe: Connection) -> None:
     while True:
         command, *args = await loop.run_in_executor(None, pipe.recv)
         if command == "csms":
-            csms = await serve(answer, "127.0.0.1", 0, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            csms = await serve(answer, "127.0.0.1", 0, subprotocols=["ocpp1.6"],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
                                compression=None, ping_interval=None)
             pipe.send(next(iter(csms.sockets)).getsockname()[1])
         elif command == "boot":

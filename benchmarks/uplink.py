@@ -42,7 +42,7 @@ from gateway.batch import (
     WindowRecord,
     encode_document,
 )
-from simulators.platform import PlatformReceiver
+from simulators.platform.receiver import PlatformReceiver  # the package exports it untyped
 from tests.support.mosquitto import Broker
 from tests.support.ports import free_port
 
@@ -108,7 +108,7 @@ class Collector:
     """A bare subscriber keeping every payload (for the baseline) and counting arrivals."""
 
     def __init__(self, broker: Broker, topic: str) -> None:
-        self.payloads: list[bytes] = []
+        self.payloads: list[bytes | bytearray] = []  # paho hands either
         self.arrived = threading.Event()
         self.expected = -1
         self.ready = threading.Event()
@@ -157,7 +157,7 @@ def run_gateway(config: Path, receiver: PlatformReceiver, readings: int,
     return Measurement("gateway: replay->MQTT->receiver", readings, wall, cpu), peak_rss
 
 
-def run_baseline(broker: Broker, payloads: list[bytes], readings: int) -> Measurement:
+def run_baseline(broker: Broker, payloads: list[bytes | bytearray], readings: int) -> Measurement:
     """One bare paho client publishes every payload at QoS 1 and waits for all PUBACKs (paho
     keeps at most 20 in flight, its default) and for the subscriber to have them all."""
     collector = Collector(broker, "bare/batch")

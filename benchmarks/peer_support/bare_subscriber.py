@@ -24,7 +24,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.peer_support.workload import PROBE_EUI
 
@@ -54,7 +54,8 @@ class _MqttSubscriber(asyncio.Protocol):
         self.subscribed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream connection's transport is always an asyncio.Transport (it has write())
+        self.transport = cast(asyncio.Transport, transport)
         # CONNECT (3.1): protocol name, level 4, clean session, keepalive 60 s, client id
         connect = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _string(self.client_id)
         self.transport.write(_packet(0x10, connect))

@@ -124,7 +124,7 @@ class FakeThingsBoard(_Subscriber):
         self.seen: Counter[str] = Counter()  # topic family -> messages
         self.rpc_methods: Counter[str] = Counter()
         self.session_limits_answered = threading.Event()
-        self._routes: dict[str, Callable[[str, bytes], None]] = {
+        self._routes: dict[str, Callable[[str, bytes | bytearray], None]] = {
             RPC_REQUEST: self._rpc,
             ATTR_REQUEST: self._device_attributes,
             GW_ATTR_REQUEST: self._gateway_attributes,
@@ -152,7 +152,7 @@ class FakeThingsBoard(_Subscriber):
         with self.lock:
             self.seen[topic] += 1
 
-    def _rpc(self, topic: str, payload: bytes) -> None:
+    def _rpc(self, topic: str, payload: bytes | bytearray) -> None:
         request_id = topic[len(RPC_REQUEST):]
         try:
             method = json.loads(payload).get("method", "")
@@ -167,10 +167,10 @@ class FakeThingsBoard(_Subscriber):
             self.client.publish(RPC_RESPONSE + request_id,
                                 json.dumps({"error": f"method {method} unknown to the fake"}), qos=1)
 
-    def _device_attributes(self, topic: str, payload: bytes) -> None:
+    def _device_attributes(self, topic: str, payload: bytes | bytearray) -> None:
         self.client.publish(ATTR_RESPONSE + topic[len(ATTR_REQUEST):], "{}", qos=1)
 
-    def _gateway_attributes(self, topic: str, payload: bytes) -> None:
+    def _gateway_attributes(self, topic: str, payload: bytes | bytearray) -> None:
         try:
             request = json.loads(payload)
         except ValueError:

@@ -88,10 +88,10 @@ class EdgeBooks:
         self.revisions = 0
         self.bytes = 0
 
-    def ingest(self, payload: bytes) -> None:
+    def ingest(self, payload: bytes | bytearray) -> None:
         self.batches += 1
         self.bytes += len(payload)  # as sent: gzip by default
-        doc = json.loads(gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload)
+        doc = json.loads(gzip.decompress(bytes(payload)) if payload[:2] == b"\x1f\x8b" else payload)
         records = expand_v2(doc) if doc.get("version") == 2 else doc.get("windows", ())
         for record in records:
             if record["device"] == self.exclude_device:
@@ -124,7 +124,7 @@ class ThingsBoardBooks:
         self.messages = 0
         self.bytes = 0
 
-    def ingest(self, payload: bytes) -> None:
+    def ingest(self, payload: bytes | bytearray) -> None:
         doc = json.loads(payload)
         self.messages += 1
         self.bytes += len(payload)

@@ -134,7 +134,9 @@ class AdapterControl:
                     member="GetManagedObjects")
         )
         self._check(reply)
-        paths = sorted(path for path, ifaces in reply.body[0].items() if _ADAPTER_IFACE in ifaces)
+        paths: list[str] = sorted(
+            path for path, ifaces in reply.body[0].items() if _ADAPTER_IFACE in ifaces
+        )
         if not paths:
             raise DriverError("no Bluetooth adapter on the system bus")
         return paths[0]

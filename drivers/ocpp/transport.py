@@ -308,7 +308,7 @@ async def start_server(
         handler,
         host,
         port,
-        subprotocols=protocols,  # type: ignore[arg-type]
+        subprotocols=protocols,  # type: ignore[arg-type]  # websockets wants its Subprotocol NewType; a str is one at run time
         process_request=admission.check,
         ssl=tls,
         max_size=max_size,
@@ -340,7 +340,7 @@ async def open_upstream(
         context = ssl.create_default_context(cafile=ca_file or None)
     connection = await connect(
         url,
-        subprotocols=[protocol],  # type: ignore[list-item]
+        subprotocols=[protocol],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
         additional_headers=headers,
         ssl=context,
         max_size=max_size,

@@ -43,7 +43,7 @@ def parse_record(device: Any, metric: Any, value: Any, ts: Any, *, line: int) ->
     """Validate one record against the catalog; raises ReplayDecodeError naming the line."""
     if not device or not isinstance(device, str):
         raise ReplayDecodeError("bad_device", f"device must be a non-empty string, found {device!r}", line=line)
-    info = CATALOG.get(metric)  # type: ignore[arg-type]
+    info = CATALOG.get(metric)
     if info is None:
         raise ReplayDecodeError("unknown_metric", f"metric {metric!r} is not in the catalog", line=line)
     try:
@@ -68,8 +68,8 @@ def parse_record(device: Any, metric: Any, value: Any, ts: Any, *, line: int) ->
 def _open_text(path: str) -> io.TextIOBase:
     # errors="replace": a line with invalid UTF-8 fails its own validation instead of ending the replay
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")  # type: ignore[return-value]
-    return open(path, encoding="utf-8", errors="replace")  # type: ignore[return-value]
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def iter_records(path: str) -> Iterator[Row | ReplayDecodeError]:

@@ -222,7 +222,7 @@ class Config(DriverSettings, kw_only=True):
 
     def protocol_settings(self) -> ModbusSettings | Sds011Settings | WxtSettings:
         """The table of the chosen protocol, defaults where it was left out."""
-        chosen = getattr(self, self.protocol)
+        chosen: ModbusSettings | Sds011Settings | WxtSettings | None = getattr(self, self.protocol)
         if chosen is None:
             chosen = {"sds011": Sds011Settings, "wxt": WxtSettings, "modbus": ModbusSettings}[
                 self.protocol

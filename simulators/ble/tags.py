@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -68,7 +69,9 @@ class SimTag:
 
     def advertisement(self) -> tuple[dict[int, bytes], dict[str, bytes]]:
         """(manufacturer data, service data) of the current advertisement."""
-        encode = getattr(self, "_" + self.format)
+        encode: Callable[[dict[str, float]], tuple[dict[int, bytes], dict[str, bytes]]] = getattr(
+            self, "_" + self.format
+        )
         return encode(self.values())
 
     def _ruuvi5(self, v: dict[str, float]) -> tuple[dict[int, bytes], dict[str, bytes]]:

@@ -90,7 +90,8 @@ class NetworkServerPublisher:
     async def start(self) -> NetworkServerPublisher:
         import paho.mqtt.client as mqtt
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        # CallbackAPIVersion lives in paho.mqtt.enums; paho.mqtt.client re-exports it implicitly
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)  # type: ignore[attr-defined]
         await asyncio.to_thread(client.connect, self.host, self.port, 30)
         client.loop_start()
         self._client = client

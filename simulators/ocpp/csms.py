@@ -51,7 +51,7 @@ class CsmsStandIn:
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, self.host, self.port, subprotocols=["ocpp2.0.1", "ocpp1.6"],  # type: ignore[list-item]
+            self._handle, self.host, self.port, subprotocols=["ocpp2.0.1", "ocpp1.6"],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
             compression=None, ping_interval=None, ssl=self.tls,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]

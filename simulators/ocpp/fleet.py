@@ -120,7 +120,7 @@ class SimChargePoint:
         protocol = "ocpp1.6" if self.config.version == "1.6" else "ocpp2.0.1"
         connection = await websockets.connect(
             self.config.url + self.ident,
-            subprotocols=[protocol],  # type: ignore[list-item]
+            subprotocols=[protocol],  # type: ignore[list-item]  # websockets wants its Subprotocol NewType; a str is one at run time
             additional_headers=self._headers(),
             open_timeout=10,
             compression=None,
@@ -436,7 +436,7 @@ class _Recorder:
         await self._connection.send(frame)
 
     async def recv(self) -> str:
-        frame = await self._connection.recv()
+        frame: str = await self._connection.recv()  # OCPP-J frames are text messages
         self._sim.received.append(frame)
         self._sim.log.append(("in", frame))
         return frame

@@ -163,7 +163,7 @@ class ModbusBusSim:
     async def stop(self) -> None:
         if self.server is not None:
             with contextlib.suppress(Exception):
-                await self.server.shutdown()
+                await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from drivers.serial import wxt
@@ -62,7 +63,7 @@ class WxtSim(PtyDevice):
             ("Vs", 12.1, "V"),
         ]
         if self.imperial:
-            converted = {
+            converted: dict[str, Callable[[float], tuple[float, str]]] = {
                 "Sm": lambda v: (round(v / 0.44704, 1), "S"),
                 "Ta": lambda v: (round(v * 9 / 5 + 32, 1), "F"),
                 "Pa": lambda v: (round(v * 100 / 3386.389, 2), "I"),
