@@ -9,7 +9,7 @@ DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libgli
           prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-replay test venv test-deps lint bench clean deb deb-deps
+.PHONY: demo demo-replay test test-fast venv test-deps lint bench clean deb deb-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,20 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check gateway drivers simulators tests benchmarks
 	$(VENV)/bin/mypy
 
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
+
+# CI runs this (.ci/run): lint, then the fast suite and the slow one (tests marked `slow`: real
+# gateway or simulator processes, end to end over brokers, ptys and D-Bus, the city, the
+# package). Both always run; the target fails if either did.
 test: test-deps $(VENV)/.test-installed lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	@status=0; \
+	echo "== fast suite (-m 'not slow')"; $(PYTEST) -m "not slow" || status=$$?; \
+	echo "== slow suite (-m slow)"; $(PYTEST) -m slow || status=$$?; \
+	exit $$status
+
+# For development: everything but the slow tests (under a minute on 2 cores).
+test-fast: $(VENV)/.test-installed
+	$(PYTEST) -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.windows

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
@@ -244,6 +245,7 @@ def test_split_packets_finds_every_publish_whatever_the_chunking(payloads: list[
     assert [b[2 + 3 + 2:] for b in bodies] == payloads  # topic length, "a/b", packet id
 
 
+@pytest.mark.slow  # a real process
 def test_asyncio_floor_subscriber_receives_acknowledges_and_reports(mosquitto: Broker) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.peer_support.bare_subscriber", "--client", "asyncio",

@@ -16,6 +16,9 @@ import pytest
 from simulators.city.runner import CityRun, RunOptions
 from simulators.city.scenario import load_scenario, parse_scenario
 
+# slow: a whole city of simulators against the gateway process (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from simulators.serial import Faults, Sds011Sim
 
-pytestmark = pytest.mark.timeout(90)
+# slow: the gateway CLI as a real process (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.config import parse_config
 from gateway.model import Event, Severity
 from gateway.runtime import Gateway
@@ -41,6 +43,7 @@ def _cursor(outbox: Any) -> int:
     return int(outbox.cursor("file"))
 
 
+@pytest.mark.slow  # a whole replay in real time through an in-process gateway
 async def test_a_disk_that_fills_and_frees_loses_nothing_handed_over(tmp_path: Path) -> None:
     readings = write_replay(tmp_path / "readings.jsonl", DEVICES, steps=300, step_seconds=0.02)
     state = tmp_path / "state"

@@ -20,6 +20,9 @@ from gateway.batch import BatchDocument, decode_document
 from tests.support.batches import read_batches
 from tests.support.wait import wait_for
 
+# slow: the gateway as a real process (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -165,6 +165,7 @@ def png_size_and_pixels(path: Path) -> tuple[int, int, list[bytes]]:
 
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Debian's chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.slow  # a real process
 async def test_status_page_in_headless_chromium_on_a_phone(tmp_path: Path) -> None:
     gateway, base = make_gateway(tmp_path)
     task = await started(gateway, READINGS)

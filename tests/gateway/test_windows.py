@@ -286,6 +286,8 @@ def test_any_order_and_any_split_gives_the_reference_windows(
     assert_matches(got, reference(shuffled, window))
 
 
+# slow: a long property test (make test-fast leaves it out)
+@pytest.mark.slow
 @given(
     readings=st.lists(
         st.one_of(

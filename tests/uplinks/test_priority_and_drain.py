@@ -7,6 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.config import parse_config
 from gateway.model import Event, Severity
 from gateway.runtime import Gateway
@@ -14,6 +16,9 @@ from simulators.platform import PlatformReceiver
 from tests.support.mosquitto import Broker
 from tests.support.wait import async_wait_for
 from tests.uplinks.gateway_process import write_replay
+
+# slow: end to end over a broker outage (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
 
 RATE = 20.0  # max_batches_per_second
 

@@ -10,6 +10,9 @@ from gateway.windows import Aggregator, finalize
 from simulators.ble.tags import CARRIES, DEFAULT_KEY, FORMATS, SimTag, make_tags
 from tests.support.wait import async_wait_for
 
+# slow: end to end through a private D-Bus and the mock BlueZ (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 WRONG_KEY = "00112233445566778899aabbccddeeff"
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.config import parse_config
 from gateway.runtime import Gateway
 from simulators.ble.tags import CARRIES, DEFAULT_KEY, FORMATS, SimTag
 from tests.support.batches import read_batches
 
 
+@pytest.mark.slow  # end to end through a private D-Bus and the mock BlueZ
 async def test_gateway_runs_ble_driver_into_batches(simulator, tmp_path: Path) -> None:
     tags = [SimTag(fmt, 0) for fmt in FORMATS]
     await simulator(tags, interval=0.05, repeats=2)

@@ -17,6 +17,9 @@ from simulators.lorawan import VirtualForwarder, make_fleet
 from tests.drivers.lorawan.conftest import Collected, make_config
 from tests.support.wait import async_wait_for
 
+# slow: end to end over UDP from the simulated forwarder (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 
 @contextlib.asynccontextmanager
 async def running(driver: LoRaWANDriver) -> AsyncIterator[asyncio.Task[None]]:

@@ -21,6 +21,9 @@ from tests.drivers.lorawan.conftest import Collected, make_config
 from tests.support.mosquitto import Broker, make_tls
 from tests.support.wait import async_wait_for
 
+# slow: end to end through a broker (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 TOPICS = ["application/+/device/+/event/up", "application/+/device/+/rx", "v3/+/devices/+/up"]
 
 

@@ -11,6 +11,9 @@ from drivers.lorawan import semtech_udp
 from simulators.cli import main as sim_main
 from simulators.lorawan.cli import main
 
+# slow: the simulator as a real process (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 
 def test_help_and_devices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -287,6 +287,7 @@ async def test_port_in_use_is_a_driver_error(tmp_path: Path) -> None:
                 pass
 
 
+@pytest.mark.slow  # a real process
 async def test_simulator_cli_against_the_endpoint(tmp_path: Path) -> None:
     import sys
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from gateway.config import parse_config
 from gateway.runtime import Gateway
@@ -16,6 +17,7 @@ from tests.support.ports import free_port
 from tests.support.wait import async_wait_for
 
 
+@pytest.mark.slow  # end to end: a charge point fleet through the whole gateway
 async def test_charge_points_reach_the_file_uplink(tmp_path: Path) -> None:
     port = free_port()
     config = parse_config({

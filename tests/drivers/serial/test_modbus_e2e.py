@@ -11,7 +11,8 @@ from simulators.serial import Faults, ModbusBusSim, SimUnit, xy_md02
 from tests.drivers.serial.conftest import Harness, make_config, running
 from tests.support.wait import async_wait_for
 
-pytestmark = pytest.mark.timeout(60)
+# slow: end to end on ptys with a pymodbus slave (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def bus_config(path: str, units: list[int], interval: float = 0.1, **modbus: object) -> object:

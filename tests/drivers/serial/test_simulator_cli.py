@@ -12,7 +12,8 @@ import serial
 from drivers.serial import wxt
 from tests.support.wait import wait_for
 
-pytestmark = pytest.mark.timeout(30)
+# slow: the simulator as a real process (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 
 def test_wxt_simulator_cli_speaks_on_its_link(tmp_path: Path) -> None:

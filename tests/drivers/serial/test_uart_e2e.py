@@ -11,7 +11,8 @@ from simulators.serial import Faults, Sds011Sim, WxtSim
 from tests.drivers.serial.conftest import Harness, make_config, running
 from tests.support.wait import async_wait_for
 
-pytestmark = pytest.mark.timeout(60)
+# slow: end to end on ptys (make test-fast leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 SDS = "serial:ttySDS/a160"
 
