@@ -47,15 +47,28 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check gateway drivers simulators tests benchmarks
 	$(VENV)/bin/mypy
 
-PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
+PYTEST   := $(VENV)/bin/pytest -q -p no:cacheprovider
+COVERAGE := $(VENV)/bin/coverage
+# Absolute, and inherited by every process the tests start, whatever their working directory.
+COVERAGE_DIR := $(CURDIR)/build/coverage
 
 # CI runs this (.ci/run): lint, then the fast suite and the slow one (tests marked `slow`: real
 # gateway or simulator processes, end to end over brokers, ptys and D-Bus, the city, the
-# package). Both always run; the target fails if either did.
+# package). Both always run; the target fails if either did. Coverage is measured in both and
+# in the processes they start ([tool.coverage.run] in pyproject.toml), then printed: the least
+# covered modules and the total.
 test: test-deps $(VENV)/.test-installed lint
-	@status=0; \
-	echo "== fast suite (-m 'not slow')"; $(PYTEST) -m "not slow" || status=$$?; \
-	echo "== slow suite (-m slow)"; $(PYTEST) -m slow || status=$$?; \
+	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR); \
+	export COVERAGE_FILE=$(COVERAGE_DIR)/.coverage; status=0; \
+	echo "== fast suite (-m 'not slow')"; \
+	$(COVERAGE) run -m pytest -q -p no:cacheprovider -m "not slow" || status=$$?; \
+	echo "== slow suite (-m slow)"; \
+	$(COVERAGE) run -m pytest -q -p no:cacheprovider -m slow || status=$$?; \
+	$(COVERAGE) combine -q && { \
+	echo "== coverage, least covered modules first (full table: $(COVERAGE) report)"; \
+	$(COVERAGE) report | sed -n '1,17p'; \
+	echo "== coverage total (lines, pytest and every process it started): $$($(COVERAGE) report --format=total)%"; \
+	}; \
 	exit $$status
 
 # For development: everything but the slow tests (under a minute on 2 cores).
@@ -83,4 +96,4 @@ deb: deb-deps
 	packaging/build-deb.sh $(DEB_OUT)
 
 clean:
-	rm -rf $(VENV) demo-state edge-gateway-state .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-state edge-gateway-state .pytest_cache .hypothesis .mypy_cache .ruff_cache build/coverage
