@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING
 
-import msgspec
+from drivers.replay.config import Config
 
-from gateway.driver import DriverSettings
+if TYPE_CHECKING:
+    from drivers.replay.driver import ReplayDriver
 
 __all__ = ["Config", "load_driver"]
 
 
-class Config(DriverSettings):
-    # JSON Lines ({"device","metric","value","ts"} per line) or CSV with that header; ".gz" ok.
-    path: str
-    # 1.0 plays at the recorded pace, 60 sixty times faster, 0 as fast as possible.
-    speed: Annotated[float, msgspec.Meta(ge=0)] = 1.0
-    # replayed: a reading's event time is the moment it is played (the file sets the pace);
-    # original: keep the recorded timestamps (a logger's backfill: old ones are late and counted).
-    timestamps: Literal["replayed", "original"] = "replayed"
-    # Start again from the top when the file ends (a demo that runs until stopped).
-    loop: bool = False
-
-    def validate(self) -> list[str]:
-        if not self.path.endswith((".jsonl", ".jsonl.gz", ".csv", ".csv.gz")):
-            return [f"path: expected a .jsonl or .csv file (optionally .gz), found {self.path!r}"]
-        return []
-
-
-def load_driver() -> type:
+def load_driver() -> type[ReplayDriver]:
     from drivers.replay.driver import ReplayDriver
 
     return ReplayDriver
