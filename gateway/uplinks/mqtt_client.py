@@ -1,7 +1,8 @@
 """MQTT uplink: one batch is one QoS 1 PUBLISH, acknowledged by its PUBACK.
 
-Threading choice: paho runs its network loop in its own thread (`loop_start()`), not on the
-asyncio loop through `add_reader`. paho's `connect()` resolves the name, opens TCP and does the
+Threading choice: paho runs its network loop in its own thread (gateway.mqtt.PollLoop: paho's
+loop driven with poll(2), since `loop_start()`'s select(2) cannot take a descriptor >= 1024),
+not on the asyncio loop through `add_reader`. paho's `connect()` resolves the name, opens TCP and does the
 TLS handshake as blocking calls, and its loop does blocking SSL reads/writes; with `add_reader`
 those would either stall the event loop on a slow LTE link or need a thread anyway. The thread
 touches nothing of ours except through `loop.call_soon_threadsafe`: CONNACK, PUBACK and
@@ -53,6 +54,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.batch import Batch
 from gateway.errors import BatchRejected, UplinkUnavailable
+from gateway.mqtt.pollloop import PollLoop
 from gateway.mqtt.tls import TlsFileError, tls_context
 from gateway.uplinks.base import Uplink, UplinkContext
 from gateway.uplinks.mqtt import Config
@@ -181,6 +183,7 @@ class MqttUplink(Uplink[Config]):
                 self._publish_properties.ContentType = CONTENT_TYPE_JSON
                 self._publish_properties.PayloadFormatIndicator = 1
         self._connected = False
+        self._network: PollLoop | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -202,7 +205,7 @@ class MqttUplink(Uplink[Config]):
         self._connected = False
         self.ctx.connected = False
         client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        await self._stop_network()
         self._client = None
         self._fail_pending("uplink stopped")
 
@@ -317,7 +320,8 @@ class MqttUplink(Uplink[Config]):
         try:
             async with asyncio.timeout(config.connect_timeout):
                 await asyncio.to_thread(self._blocking_connect, client)
-                client.loop_start()
+                self._network = PollLoop(client)
+                self._network.start()
                 reason = await self._connack
         except TimeoutError:
             await self._discard_client()
@@ -383,6 +387,11 @@ class MqttUplink(Uplink[Config]):
         self.ctx.log.debug(message, cause=cause, client_id=self.client_id)
         raise UplinkUnavailable(message)
 
+    async def _stop_network(self) -> None:
+        network, self._network = self._network, None
+        if network is not None:
+            await asyncio.to_thread(network.stop)
+
     async def _discard_client(self) -> None:
         client, self._client = self._client, None
         self._connected = False
@@ -394,8 +403,8 @@ class MqttUplink(Uplink[Config]):
                 client.disconnect()
             except Exception:  # noqa: BLE001 - tearing down a half-open client; nothing to save
                 pass
-            await asyncio.to_thread(client.loop_stop)
-            # Without loop_start (connect failed) the socket is still open: close it.
+            await self._stop_network()
+            # Without a network loop (connect failed) the socket is still open: close it.
             sock = client.socket()
             if sock is not None:
                 sock.close()
