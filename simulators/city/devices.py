@@ -81,6 +81,11 @@ class DeviceGroup:
         """Readings on the wire when a fault cut it (a serial cable pulled), by device."""
         return Counter()
 
+    def not_scanning(self) -> Counter[str]:
+        """Readings sent while the gateway's receiver was not listening (BLE advertisements
+        routed while its scanner had no discovery session), by device."""
+        return Counter()
+
     def driver_configs(self) -> list[dict[str, Any]]:
         return []
 
@@ -535,6 +540,8 @@ class BleFleet(DeviceGroup):
         self.sims: list[Any] = []
         self.bluez: Any = None
         self.macs: set[str] = set()
+        self.watch: Any = None  # simulators.city.scan_watch.ScanWatch on the private bus
+        self.watch_synced = False
 
     def owns(self, device: str) -> bool:
         return device.startswith("ble:")
@@ -546,9 +553,12 @@ class BleFleet(DeviceGroup):
     async def start(self) -> str:
         from simulators.ble.bus import PrivateBluez
         from simulators.ble.sim import BleSimulator
+        from simulators.city.scan_watch import ScanWatch
 
         self.bluez = PrivateBluez()
         address = await self.bluez.start()
+        self.watch = ScanWatch()
+        await self.watch.start(address)  # before any scanner or advertisement exists
         used: Counter[str] = Counter()
         tags_all = []
         for group in self.groups:
@@ -587,14 +597,49 @@ class BleFleet(DeviceGroup):
                 out[f"ble:{tag.mac}"] += len(tag.sent) * _ble_readings(tag.format)
         return out
 
-    async def stop_sending(self) -> None:
+    @staticmethod
+    def _device_path(sim: Any, tag: Any) -> str:
+        """BlueZ's object path of a remote device (doc/org.bluez.Device.rst: dev_XX_XX_...)."""
+        return f"{sim.adapter_path}/dev_{tag.mac.replace(':', '_')}"
+
+    def not_scanning(self) -> Counter[str]:
+        """Measurements none of whose advertisements went out while the gateway's scanner had
+        a discovery session (scan_watch), in readings."""
+        out: Counter[str] = Counter()
+        if self.watch is None:
+            return out
         for sim in self.sims:
-            sim.stall("forever")  # nothing more is advertised (nor counted as sent)
+            for tag in sim.tags:
+                lost = self.watch.unheard_measurements(self._device_path(sim, tag), len(tag.sent))
+                if lost:
+                    out[f"ble:{tag.mac}"] += lost * _ble_readings(tag.format)
+        return out
+
+    def watch_facts(self) -> dict[str, Any]:
+        """What the bus watch saw, and whether it saw every measurement the simulator counts."""
+        if self.watch is None:
+            return {}
+        unmatched = sum(1 for sim in self.sims for tag in sim.tags
+                        if self.watch.measurements_seen(self._device_path(sim, tag)) != len(tag.sent))
+        return {"advertisements": self.watch.advertisements,
+                "advertisements_not_scanning": self.watch.unheard_advertisements,
+                "synced": self.watch_synced, "tags_with_unmatched_measurements": unmatched,
+                "simulator_errors": dict(sum((sim.errors for sim in self.sims), Counter()))}
+
+    async def stop_sending(self) -> None:
+        # pause() returns once no advertisement is in flight, so `sent` is final; the watch then
+        # reads everything the bus routed up to here.
+        for sim in self.sims:
+            await sim.pause()
+        if self.watch is not None and not self.watch_synced:
+            self.watch_synced = await self.watch.sync()
 
     async def close(self) -> None:
         for sim in self.sims:
             with contextlib.suppress(Exception):
                 await sim.stop()
+        if self.watch is not None:
+            self.watch.stop()
         if self.bluez is not None:
             await self.bluez.stop()
 

@@ -9,7 +9,10 @@ Books on both sides:
   removed), from the MQTT receiver or from the file uplink's JSON Lines;
 - named losses: frames the simulators damaged on purpose; readings the gateway dropped as too
   late or too far in the future; window records in batches evicted from a full outbox; batches
-  missing from the seq numbering. Decode errors by cause come from the gateway's /metrics.
+  missing from the seq numbering; BLE measurements the mock BlueZ advertised only while the
+  gateway's scanner had no discovery session (`not_scanning`, seen on the private bus by
+  simulators.city.scan_watch: bleak drops them). Decode errors by cause come from the gateway's
+  /metrics.
 
 `unexplained = sent - covered - named losses`; it must be 0 in a run where nothing went wrong
 that the report cannot name. Readings the gateway derives itself (sensor_status) are shown
@@ -197,10 +200,12 @@ def build_report(
     sent: Counter[str] = Counter()
     damaged: Counter[str] = Counter()
     cut: Counter[str] = Counter()
+    unheard: Counter[str] = Counter()
     for group in groups:
         sent.update(group.sent())
         damaged.update(group.damaged())
         cut.update(group.lost_in_flight())
+        unheard.update(group.not_scanning())
     labels = sorted({label_of(d) for d in (*sent, *covered)} - {"unknown"} | ({"unknown"} if any(label_of(d) == "unknown" for d in covered) else set()))
     scalars = metrics.get("scalars", {})
     gateway_drops = {
@@ -225,7 +230,8 @@ def build_report(
         c = sum(covered[d] for d in devices)
         dmg = sum(damaged[d] for d in devices)
         unplugged = sum(cut[d] for d in devices)
-        missing = s - c - dmg - unplugged
+        no_scan = sum(unheard[d] for d in devices)
+        missing = s - c - dmg - unplugged - no_scan
         attributed = min(pool, max(0, missing))
         pool -= attributed
         late = min(late_answers, max(0, missing - attributed)) if label == "serial" else 0
@@ -234,8 +240,8 @@ def build_report(
         # so they explain at most 8 readings each (the most a simulated frame carries)
         if label == "lorawan-udp":
             late = min(8 * udp_drops, max(0, missing - attributed))
-        worst = sorted(((d, sent[d] - covered[d] - damaged[d] - cut[d]) for d in devices
-                        if sent[d] - covered[d] - damaged[d] - cut[d]),
+        worst = sorted(((d, sent[d] - covered[d] - damaged[d] - cut[d] - unheard[d]) for d in devices
+                        if sent[d] - covered[d] - damaged[d] - cut[d] - unheard[d]),
                        key=_deficit_order)[:5]
         protocols[label] = {
             "devices": len([d for d in devices if sent[d]]),
@@ -243,6 +249,7 @@ def build_report(
             "covered": c,
             "damaged_on_purpose": dmg,
             "in_flight_when_unplugged": unplugged,
+            "not_scanning": no_scan,
             "gateway_dropped": attributed,
             "link_losses": late,
             "link_loss_reason": LINK_LOSS_REASONS.get(label, ""),
@@ -260,8 +267,8 @@ def build_report(
                 p["unexplained"] = 0
     ledger_report = ledger.report()
     totals = {k: sum(p[k] for p in protocols.values())
-              for k in ("sent", "covered", "damaged_on_purpose", "in_flight_when_unplugged", "gateway_dropped",
-                        "link_losses", "unexplained")}
+              for k in ("sent", "covered", "damaged_on_purpose", "in_flight_when_unplugged", "not_scanning",
+                        "gateway_dropped", "link_losses", "unexplained")}
     return {
         "scenario": scenario_name,
         "scale": scale,
@@ -292,18 +299,22 @@ def build_report(
 
 def render_report(report: dict[str, Any]) -> str:
     lines = [f"city loss report: {report['scenario']} at scale {report['scale']:g}"]
-    head = (f"  {'protocol':<13}{'devices':>8}{'sent':>11}{'covered':>11}{'damaged':>9}{'unplug':>8}{'gw drop':>9}"
-            f"{'link':>9}{'unexpl.':>9}")
+    head = (f"  {'protocol':<13}{'devices':>8}{'sent':>11}{'covered':>11}{'damaged':>9}{'unplug':>8}{'no scan':>9}"
+            f"{'gw drop':>9}{'link':>9}{'unexpl.':>9}")
     lines.append(head)
     for name, p in report["protocols"].items():
         lines.append(f"  {name:<13}{p['devices']:>8,}{p['sent']:>11,}{p['covered']:>11,}{p['damaged_on_purpose']:>9,}"
-                     f"{p['in_flight_when_unplugged']:>8,}{p['gateway_dropped']:>9,}{p['link_losses']:>9,}{p['unexplained']:>9,}")
+                     f"{p['in_flight_when_unplugged']:>8,}{p['not_scanning']:>9,}{p['gateway_dropped']:>9,}"
+                     f"{p['link_losses']:>9,}{p['unexplained']:>9,}")
     t = report["totals"]
     lines.append(f"  {'total':<13}{'':>8}{t['sent']:>11,}{t['covered']:>11,}{t['damaged_on_purpose']:>9,}"
-                 f"{t['in_flight_when_unplugged']:>8,}{t['gateway_dropped']:>9,}{t['link_losses']:>9,}{t['unexplained']:>9,}")
+                 f"{t['in_flight_when_unplugged']:>8,}{t['not_scanning']:>9,}{t['gateway_dropped']:>9,}"
+                 f"{t['link_losses']:>9,}{t['unexplained']:>9,}")
     lines.append("  damaged = in frames corrupted on purpose; unplug = unread on a serial line when its cable was"
-                 " pulled;\n  gw drop = too late/future/unknown metric; link = Modbus answers after the driver's timeout,"
-                 " LoRaWAN datagrams the kernel dropped at the gateway's socket")
+                 " pulled;\n  no scan = BLE measurements whose every advertisement the mock BlueZ sent while the"
+                 " gateway's scanner\n  had no discovery session (seen on the bus); gw drop = too late/future/unknown"
+                 " metric;\n  link = Modbus answers after the driver's timeout, LoRaWAN datagrams the kernel dropped"
+                 " at the gateway's socket")
     lr, dup, drop = report["late_revisions"], report["duplicates"], report["dropped"]
     lines.append(f"  late: {lr['late_readings_accepted']:,} readings accepted late, {lr['windows_revised_by_gateway']:,} window "
                  f"revisions ({lr['superseded_at_platform']:,} superseded at the platform)")

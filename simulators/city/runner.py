@@ -552,6 +552,7 @@ class CityRun:
             "ocpp_errors": dict(self.ocpp.errors),
             "modbus_answers_corrupted_and_retried": self.serial.retried(),
             "udp_datagrams_dropped_by_kernel": self.lora.kernel_drops,
+            "ble_bus_watch": self.ble.watch_facts(),
             "simulator_worst_lag_s": round(max(g.pace.worst_lag for g in self.groups), 3),
             "gateway_process": {
                 "cpu_seconds": round(self.proc.cpu_seconds, 3),

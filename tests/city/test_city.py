@@ -50,7 +50,11 @@ async def test_scale_1_city_loses_nothing_it_cannot_name(tmp_path: Path) -> None
     assert report["dropped"]["invalid_batches"]["count"] == 0
     totals = report["totals"]
     assert totals["sent"] == (totals["covered"] + totals["damaged_on_purpose"] + totals["gateway_dropped"]
-                              + totals["link_losses"] + totals["in_flight_when_unplugged"])
+                              + totals["link_losses"] + totals["in_flight_when_unplugged"] + totals["not_scanning"])
+    # the bus watch read the whole private bus and saw every measurement the BLE simulator counts
+    watch = report["run"]["ble_bus_watch"]
+    assert watch["synced"] is True
+    assert watch["tags_with_unmatched_measurements"] == 0, watch
     written = await asyncio.to_thread(Path(report["report_path"]).read_text)
     assert json.loads(written)["totals"] == totals
 
