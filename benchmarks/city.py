@@ -1,28 +1,43 @@
 """The city at increasing scale against one gateway: where does it fall behind?
 
-    python -m benchmarks.city [--scale S] [--scenario F] [--duration D]
+    python -m benchmarks.city [--scale S | --scales 1,10,20] [--window 60] [--json FILE]
 
-Runs the scenario (default: the reference city, real report intervals, MQTT uplink to a local
-Mosquitto and the platform receiver, no faults) at scale 1, 2, 5, 10, 20, 50, 100 ... up to S,
-and prints per scale, measured on the gateway process while the devices report (start-up, the
-charge points' boot storm, settle and drain left out):
-  readings/s handled (the gateway's reading counter), gateway CPU share of one core
-  (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM from /proc/<pid>/status), outbox bytes
-  written per reading (write_bytes from /proc/<pid>/io), end-to-end latency p50/p99 (batch
-  arrival at the platform receiver minus the window's end: the age of the window's newest
-  reading when the platform gets it, so never below `grace`).
-It stops at the first scale where the gateway falls behind: readings unaccounted for, p99
-latency beyond window + grace + 10 s, or the gateway using more than 90 % of a core. Where the
-simulators themselves (one Python process) cannot keep their timetable, it says so: that scale
-measures the simulators, not the gateway.
+Runs the scenario (default: the reference city, MQTT uplink to a local Mosquitto and the platform
+receiver, no faults) at scale 1, 2, 5, 10, 20, 50, ... up to S. Each scale reports for three
+charge-point intervals (180 s on the reference city), and no device's interval is longer than
+the charge points' (`--max-interval`, default that interval: the reference LoRaWAN sensors' 300 s
+becomes 60 s), so every device reports at least three times. Per scale it prints:
 
-The baseline measured in the same run is scale 1; ratios are per-reading CPU cost against it.
+- readings/s covered at the platform against the readings/s the scenario should produce (the
+  devices' nominal rates; the charge points' readings per step as measured in the run);
+- gateway CPU share of one core while the devices report (utime+stime, /proc/<pid>/stat), peak
+  RSS (ru_maxrss), end-to-end latency p99 (batch arrival at the platform minus window end);
+- issue 11's product figures, per reading covered at the platform: uplink bytes (MQTT payloads of
+  batches and events as the platform receiver got them), SD bytes (the gateway process's
+  write_bytes over its whole life from rusage, ru_oublock x 512, which is /proc/<pid>/io
+  write_bytes; its log goes through a pipe to this process, so only its state folder counts),
+  window records received (distinct batches), gateway CPU seconds per 1,000 readings (whole life:
+  start-up, boot storm, run, drain).
+
+The verdict of a scale fails on any unexplained reading (negative or positive), on a simulator
+error (a charge point that did not boot, a failed step, a failed BLE advertisement), when the
+simulators fell more than 2 s behind their timetable or delivered under 90 % of the readings the
+scenario should produce (the scale then measures the simulators, not the gateway), on gateway
+CPU at 95 % of a core or more, or on p99 latency beyond window + grace + 15 s. The first failing
+scale ends the run; the exit status is 1 when any scale failed.
+
+`--json FILE` writes one record per scale (keys `scale`, `uplink_bytes_per_reading`,
+`sd_bytes_per_reading`, `records_per_reading`, `cpu_s_per_1000_readings`, `unexplained`,
+`readings_expected`, `readings_covered`, `gateway_cpu_pct`, `peak_rss_mib`, `latency_p99_s`,
+`verdict`, and more).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import resource
 import signal
 import sys
 import tempfile
@@ -33,37 +48,113 @@ import msgspec
 
 from benchmarks.report import peak_rss_mib
 from simulators.city.runner import CityRun, RunOptions
-from simulators.city.scenario import load_scenario
+from simulators.city.scenario import Scenario, load_scenario
 
 STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 ROOT = Path(__file__).resolve().parents[1]
+COVERAGE_FLOOR = 0.9  # covered / expected below this: the load was not produced (a device reports
+# once more or less than the nominal rate says depending on its phase: a few % either way)
 
 
-def run_scale(path: Path, scale: float, duration: float, workdir: Path, uplink: str | None,
-              window: int = 0) -> dict[str, Any]:
-    scenario = load_scenario(path, scale=scale)
+def raise_fd_limit() -> int:
+    """Soft descriptor limit up to the hard one (inherited by the gateway and the brokers)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def cp_interval(scenario: Scenario) -> float:
+    return max((g.interval for g in scenario.charge_points if g.count), default=60.0)
+
+
+def prepare(scenario: Scenario, *, duration: float, max_interval: float, window: int,
+            uplink: str | None) -> Scenario:
+    """The scenario as benchmarked: no faults, its intervals capped, the run's duration/window."""
     city = msgspec.structs.replace(scenario.city, duration=duration, **({"uplink": uplink} if uplink else {}))
-    scenario = msgspec.structs.replace(scenario, city=city, faults=[])
-    if window:  # short windows so a short run closes several of them while the devices report
-        scenario = msgspec.structs.replace(scenario, city=msgspec.structs.replace(city, window=window, grace=2.0))
-    options = RunOptions(workdir=workdir / f"scale-{scale:g}", progress=False, settle_timeout=30.0, stop_timeout=180.0)
+    if window and window != scenario.city.window:  # short windows close several times in a run
+        city = msgspec.structs.replace(city, window=window, grace=2.0)
+
+    def cap(group: Any) -> Any:
+        return msgspec.structs.replace(group, interval=min(group.interval, max_interval)) if max_interval else group
+
+    return msgspec.structs.replace(
+        scenario, city=city, faults=[],
+        lorawan=[cap(g) for g in scenario.lorawan], serial=[cap(g) for g in scenario.serial],
+        charge_points=[cap(g) for g in scenario.charge_points],
+    )
+
+
+def run_scale(scenario: Scenario, scale: float, workdir: Path) -> dict[str, Any]:
+    options = RunOptions(workdir=workdir / f"scale-{scale:g}", progress=False, settle_timeout=60.0,
+                         stop_timeout=240.0)
     return asyncio.run(CityRun(scenario, scale, options).run())
 
 
-def verdict(report: dict[str, Any]) -> str:
-    run, city_window = report["run"], report.get("window", 60)
+def simulator_errors(report: dict[str, Any]) -> dict[str, int]:
+    run = report["run"]
+    errors = {f"ocpp {cause}": n for cause, n in run.get("ocpp_errors", {}).items()}
+    errors |= {f"ble {cause}": n for cause, n in (run.get("ble_bus_watch") or {}).get("simulator_errors", {}).items()}
+    not_booted = run["charge_points"] - run["charge_points_booted"]
+    if not_booted:
+        errors["charge points not booted"] = not_booted
+    return errors
+
+
+def figures(report: dict[str, Any], scale: float) -> dict[str, Any]:
+    """One scale's record: issue 11's per-reading figures and issue 12's capacity figures."""
+    run, totals = report["run"], report["totals"]
+    covered = totals["covered"]
+    gp = run["gateway_process"]
     steady = run.get("gateway_steady") or {}
-    unexplained, sent = report["totals"]["unexplained"], report["totals"]["sent"]
-    if unexplained > 0.001 * sent:  # more than one in a thousand: losing, not a stray frame
-        return f"behind: {unexplained:,} readings unaccounted for"
-    p99 = run["latency_s"]["p99"]
-    if p99 is not None and p99 > city_window + 15:
-        return f"behind: p99 latency {p99:.1f} s"
-    if (steady.get("cpu_share") or 0) > 0.9:
-        return "behind: gateway CPU saturated"
-    if run["simulator_worst_lag_s"] > 2.0:
-        return f"simulators behind their timetable by {run['simulator_worst_lag_s']:.1f} s (simulator-bound)"
-    return f"keeps up ({unexplained} unexplained)" if unexplained else "keeps up"
+    seconds = run["sending_seconds"] or 1.0
+    per = (lambda x: round(x / covered, 2)) if covered else (lambda x: None)
+    return {
+        "scale": scale,
+        "climate_sensors": run["climate_sensors"],
+        "charge_points": run["charge_points"],
+        "sending_seconds": run["sending_seconds"],
+        "readings_expected": run["readings_expected"],
+        "readings_sent": totals["sent"],
+        "readings_covered": covered,
+        "expected_per_second": run["nominal_readings_per_second"],
+        # start-up readings (charge point boots, OTAA joins) left out: the rate while reporting
+        "covered_per_second": round((covered - run["readings_sent_before_devices_report"]) / seconds, 1),
+        "unexplained": totals["unexplained"],
+        "uplink_bytes_per_reading": per(run["uplink"]["wire_bytes"]),
+        "sd_bytes_per_reading": per(gp["write_bytes"]),
+        "records_per_reading": per(run["uplink"]["records_received"]),
+        "cpu_s_per_1000_readings": round(1000 * gp["cpu_seconds"] / covered, 3) if covered else None,
+        "gateway_cpu_pct": round(100 * (steady.get("cpu_share") or 0), 1),
+        "gateway_cpu_pct_whole_life": round(100 * (gp["cpu_share"] or 0), 1),
+        "peak_rss_mib": gp["peak_rss_mib"],
+        "latency_p50_s": run["latency_s"]["p50"],
+        "latency_p99_s": run["latency_s"]["p99"],
+        "simulator_worst_lag_s": run["simulator_worst_lag_s"],
+        "simulator_errors": simulator_errors(report),
+        "ble_not_scanning": totals.get("not_scanning", 0),
+    }
+
+
+def verdict(record: dict[str, Any], window: float, grace: float) -> str:
+    if record["unexplained"]:
+        return f"FAIL: {record['unexplained']:+,} readings unexplained"
+    if record["simulator_errors"]:
+        return f"FAIL: simulator errors {record['simulator_errors']}"
+    if record["simulator_worst_lag_s"] > 2.0:
+        return f"FAIL: simulators {record['simulator_worst_lag_s']:.1f} s behind their timetable (simulator-bound)"
+    expected = record["readings_expected"]
+    if expected and record["readings_covered"] < COVERAGE_FLOOR * expected:
+        return (f"FAIL: {record['readings_covered'] / expected:.1%} of the readings the scenario should "
+                "produce reached the platform")
+    if record["gateway_cpu_pct"] >= 95.0:
+        return f"FAIL: gateway CPU saturated ({record['gateway_cpu_pct']:.0f} % of a core)"
+    p99 = record["latency_p99_s"]
+    if p99 is not None and p99 > window + grace + 15:
+        return f"FAIL: p99 latency {p99:.1f} s"
+    return "keeps up"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -75,50 +166,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="highest scale to try (default 1)")
     parser.add_argument("--scales", default="", help="explicit comma-separated scales instead of 1, 2, 5, ... up to --scale")
     parser.add_argument("--scenario", default=str(ROOT / "config/scenarios/reference.toml"))
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds the devices report per scale")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="seconds the devices report per scale (default: three charge-point intervals)")
+    parser.add_argument("--max-interval", type=float, default=-1.0,
+                        help="cap on every device's interval, s (default: the charge points' interval; 0: as written)")
     parser.add_argument("--uplink", choices=["file", "mqtt"], help="override the scenario's uplink")
     parser.add_argument("--window", type=int, default=10,
-                        help="gateway window (s) for the runs, grace 2 s (default 10; 0 keeps the scenario's)")
+                        help="gateway window (s) for the runs, grace 2 s (default 10; 60 or 0 keeps the "
+                             "reference scenario's 60 s windows and its grace)")
     parser.add_argument("--workdir", default="", help="keep each run here (default: a temporary folder)")
+    parser.add_argument("--json", default="", help="write the per-scale records to this file")
     args = parser.parse_args(argv)
     scales = ([float(x) for x in args.scales.split(",")] if args.scales
               else [s for s in STEPS if s <= args.scale] or [args.scale])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="city-bench-"))
-    window = args.window or load_scenario(args.scenario).city.window
+    base = load_scenario(args.scenario)
+    interval = cp_interval(base)
+    duration = args.duration or 3 * interval
+    max_interval = interval if args.max_interval < 0 else args.max_interval
+    bench = prepare(base, duration=duration, max_interval=max_interval, window=args.window, uplink=args.uplink)
+    window, grace = bench.city.window, bench.city.grace
+    fds = raise_fd_limit()
     signal.signal(signal.SIGTERM, _interrupt)  # clean up simulators, brokers and gateway on kill
-    print(f"== city benchmark: {Path(args.scenario).name}, {args.duration:g} s per scale, scales {scales}")
-    header = (f"  {'scale':>6} {'sensors':>8} {'CPs':>7} {'readings/s':>11} {'gw CPU':>7} {'peak RSS':>9}"
-              f" {'B/reading':>10} {'p50 s':>7} {'p99 s':>7} {'CPU/reading vs x1':>18}  verdict")
-    print(header)
-    baseline: float | None = None
+    intervals = [g.interval for g in base.lorawan] + [g.interval for g in base.serial]
+    capped = sorted({i for i in intervals if max_interval and i > max_interval})
+    print(f"== city benchmark: {Path(args.scenario).name}, {duration:g} s per scale, window {window} s "
+          f"(grace {grace:g} s), uplink {bench.city.uplink}, scales {scales}, descriptor limit {fds}")
+    if capped:
+        print(f"   device intervals capped at {max_interval:g} s (as written: {', '.join(f'{c:g}' for c in capped)} s)"
+              " so every device reports at least three times")
+    print(f"  {'scale':>6} {'sensors':>8} {'CPs':>7} {'covered/s':>10} {'expected/s':>10} {'gw CPU':>7}"
+          f" {'peak RSS':>9} {'p99 s':>6} {'up B/rd':>8} {'SD B/rd':>8} {'rec/rd':>7} {'CPU s/1k':>8}  verdict")
+    records: list[dict[str, Any]] = []
+    failed = False
     for scale in scales:
         try:
-            report = run_scale(Path(args.scenario), scale, args.duration, workdir, args.uplink, args.window)
+            report = run_scale(bench.scaled(scale), scale, workdir)
         except KeyboardInterrupt:
             print("  interrupted")
+            failed = True
             break
         except Exception as error:  # noqa: BLE001 - the scale that breaks the box is a result too
             print(f"  {scale:>6g} failed to run: {type(error).__name__}: {error}")
+            records.append({"scale": scale, "verdict": f"FAIL: did not run ({type(error).__name__}: {error})"})
+            failed = True
             break
-        report["window"] = window
-        run = report["run"]
-        steady = run.get("gateway_steady") or {}
-        gp = run["gateway_process"]
-        rate = steady.get("readings_per_second") or 0.0
-        cpu_per_reading = (steady.get("cpu_seconds") or 0) / steady["readings"] if steady.get("readings") else None
-        if baseline is None:
-            baseline = cpu_per_reading
-        ratio = (cpu_per_reading / baseline) if cpu_per_reading and baseline else None
-        lat = run["latency_s"]
-        state = verdict(report)
-        print(f"  {scale:>6g} {run['climate_sensors']:>8,} {run['charge_points']:>7,} {rate:>11,.1f}"
-              f" {(steady.get('cpu_share') or 0) * 100:>6.1f}% {gp['peak_rss_mib']:>7.1f}Mi"
-              f" {steady.get('write_bytes_per_reading') or 0:>10,.1f} {lat['p50'] or 0:>7.2f} {lat['p99'] or 0:>7.2f}"
-              f" {ratio if ratio is not None else float('nan'):>18.2f}  {state}", flush=True)
-        if not state.startswith("keeps up"):
+        record = figures(report, scale)
+        record["window_s"] = window
+        record["verdict"] = state = verdict(record, window, grace)
+        records.append(record)
+
+        def show(value: Any, spec: str) -> str:
+            return format(value, spec) if value is not None else "-"
+
+        print(f"  {scale:>6g} {record['climate_sensors']:>8,} {record['charge_points']:>7,}"
+              f" {record['covered_per_second']:>10,.1f} {record['expected_per_second']:>10,.1f}"
+              f" {record['gateway_cpu_pct']:>6.1f}% {record['peak_rss_mib']:>7.1f}Mi"
+              f" {show(record['latency_p99_s'], '>6.1f')} {show(record['uplink_bytes_per_reading'], '>8.2f')}"
+              f" {show(record['sd_bytes_per_reading'], '>8.1f')} {show(record['records_per_reading'], '>7.3f')}"
+              f" {show(record['cpu_s_per_1000_readings'], '>8.3f')}  {state}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+        if state != "keeps up":
+            failed = True
             break
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
     print(f"  runs kept in {workdir}; peak RSS of this (simulator) process: {peak_rss_mib():.1f} MiB")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

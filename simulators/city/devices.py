@@ -89,6 +89,11 @@ class DeviceGroup:
     def driver_configs(self) -> list[dict[str, Any]]:
         return []
 
+    def nominal_rate(self) -> float:
+        """Readings per second the scenario prescribes for this fleet (its devices on their
+        intervals), against which what arrived is compared."""
+        return 0.0
+
     def owns(self, device: str) -> bool:
         raise NotImplementedError
 
@@ -246,6 +251,11 @@ class LoRaFleet(DeviceGroup):
             for sensor in fleet:
                 out[f"lora:{sensor.eui_hex}"] += sum(_lora_readings(sensor.family, i) for i in range(sensor.sent))
         return out
+
+    def nominal_rate(self) -> float:
+        # readings per frame vary with the frame index in some families: the mean of the first 12
+        return sum(sum(_lora_readings(s.family, i) for i in range(12)) / 12 / group.interval
+                   for group, fleet in zip(self.groups, self.sensors, strict=True) for s in fleet)
 
     def damaged(self) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -480,6 +490,11 @@ class SerialFleet(DeviceGroup):
                 out[f"serial:{Path(sim.path).name}/{sim.device_id:04x}"] += 2 * (sim.frames_sent - sim.good_frames_sent)
         return out
 
+    def nominal_rate(self) -> float:
+        per_report = {"modbus": 2, "sds011": 2}  # XY-MD02: temperature, humidity; SDS011: PM2.5, PM10
+        return sum((group.units_per_port if kind == "modbus" else 1) * per_report.get(kind, _wxt_readings())
+                   / group.interval for kind, group, _ in self.sims)
+
     def retried(self) -> int:
         """Modbus answers damaged on purpose: the driver retries them, so no reading is lost."""
         return sum(u.faults.corrupted for kind, _, sim in self.sims if kind == "modbus" for u in sim.units.values())
@@ -597,6 +612,9 @@ class BleFleet(DeviceGroup):
                 out[f"ble:{tag.mac}"] += len(tag.sent) * _ble_readings(tag.format)
         return out
 
+    def nominal_rate(self) -> float:
+        return sum(_ble_readings(tag.format) / (sim.interval * sim.repeats) for sim in self.sims for tag in sim.tags)
+
     @staticmethod
     def _device_path(sim: Any, tag: Any) -> str:
         """BlueZ's object path of a remote device (doc/org.bluez.Device.rst: dev_XX_XX_...)."""
@@ -665,6 +683,8 @@ class ChargePointFleet(DeviceGroup):
         self.errors: Counter[str] = Counter()
         self._drop: set[str] = set()
         self.booted = 0
+        self.steps = 0  # session steps taken on the timetable
+        self.step_readings = 0  # readings those steps sent
 
     def owns(self, device: str) -> bool:
         return device.startswith("ocpp:")
@@ -722,10 +742,13 @@ class ChargePointFleet(DeviceGroup):
                 self.pace.note(-delay)
             cp.now = time.time() - cp.config.time_step  # step() adds time_step: stamp the wall clock
             connects = cp.connects
+            before = len(cp.expected)
             try:
                 await cp.step()
             except Exception as error:  # noqa: BLE001 - counted; the charge point carries on
                 self.errors[f"step: {type(error).__name__}"] += 1
+            self.steps += 1
+            self.step_readings += len(cp.expected) - before
             self.reconnects += cp.connects - connects
             if cp.ident in self._drop:
                 self._drop.discard(cp.ident)
@@ -748,6 +771,14 @@ class ChargePointFleet(DeviceGroup):
                 for expected in cp.expected:
                     out[expected.device] += 1
         return out
+
+    def nominal_rate(self) -> float:
+        """Steps due per second times the readings a step sent on average in this run (what a
+        step sends depends on the connectors' simulated sessions)."""
+        if not self.steps:
+            return 0.0
+        per_step = self.step_readings / self.steps
+        return sum(len(fleet.charge_points) / group.interval for group, fleet in self.fleets) * per_step
 
     @property
     def charge_points(self) -> int:

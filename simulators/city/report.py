@@ -43,6 +43,10 @@ class BatchBooks:
     def __init__(self) -> None:
         self.ledger = Ledger()
         self.latencies: list[float] = []
+        # Uplink bytes as the platform got them (MQTT payloads of batches and events; the file
+        # uplink's bytes as written, compressed), and window records in distinct batches.
+        self.wire_bytes = 0
+        self.records_received = 0
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         # Only windows closed while the devices report count: the final drain closes open
@@ -62,6 +66,7 @@ class BatchBooks:
             if doc.batch_id in self._seen:
                 return
             self._seen.add(doc.batch_id)
+            self.records_received += len(doc.windows)
             if self.measuring:
                 self.latencies.extend(arrival - (r.start + r.window) for r in doc.windows if r.revision == 0)
 
@@ -109,6 +114,7 @@ class FileTail:
                 source.seek(offset)
                 data = source.read()
                 self._offsets[key] = source.tell()
+            self.books.wire_bytes += len(data)
             if path.name.endswith(".gz"):
                 data = self._inflate(key, data)
             lines = (self._partial.pop(key, b"") + data).split(b"\n")

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class CityRun:
         self.ocpp = ChargePointFleet(s.charge_points, seed=s.city.seed)
         self.groups: list[DeviceGroup] = [self.lora, self.serial, self.ble, self.ocpp]
         self.sending_seconds = 0.0
+        self.sent_before_main = 0
         self.gateway_summary = ""
         self.metrics_at_stop: dict[str, Any] = {}
 
@@ -210,6 +212,7 @@ class CityRun:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
+                await asyncio.to_thread(self._log_copier.join, 5.0)
                 log = (self.options.workdir / "gateway.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the gateway exited with {self.process.returncode}:\n{log}")
             if await asyncio.to_thread(self._scrape) is not None:
@@ -233,10 +236,13 @@ class CityRun:
         await self._wait_gateway()
 
     def _spawn(self, command: list[str], env: dict[str, str]) -> None:
-        log = open(self.options.workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in _stop_gateway
-        self._gateway_log = log
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # The gateway logs to a pipe that a thread of this process copies into gateway.log: the
+        # gateway's own write_bytes (/proc/<pid>/io, rusage) then count its state folder only.
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         self._proc_started = time.monotonic()
+        self._log_copier = threading.Thread(target=_copy_log, args=(self.process.stdout, self.options.workdir / "gateway.log"),
+                                            name="gateway-log", daemon=True)
+        self._log_copier.start()
 
     async def start(self) -> None:
         work = self.options.workdir
@@ -423,6 +429,7 @@ class CityRun:
         s = self.scenario
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        self.sent_before_main = sum(self._sent_so_far().values())  # start-up: joins, charge point boots
         self._steady_begin = (time.monotonic(), self._proc_sample(), await asyncio.to_thread(self._scrape))
         pending = sorted(s.faults, key=lambda f: f.at)
         active: list[_Active] = []
@@ -480,17 +487,17 @@ class CityRun:
     async def _stop_gateway(self) -> None:
         assert self.process is not None
         self.lora.read_kernel_drops()
-        pid = self.process.pid
-        with contextlib.suppress(OSError):
-            cpu, hwm, written = proc_stats(pid)
-            self.proc = ProcStats(cpu, time.monotonic() - self._proc_started, hwm, written)
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.to_thread(self.process.wait, self.options.stop_timeout)
+            usage = await asyncio.to_thread(_reap, self.process, self.options.stop_timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            await asyncio.to_thread(self.process.wait)
-        self._gateway_log.close()
+            usage = await asyncio.to_thread(_reap, self.process, None)
+        # the whole life of the process (start-up, boot storm, run, drain) from its rusage:
+        # ru_oublock is its write_bytes (/proc/<pid>/io) in 512-byte units (Linux getrusage(2))
+        self.proc = ProcStats(usage.ru_utime + usage.ru_stime, time.monotonic() - self._proc_started,
+                              usage.ru_maxrss / 1024, usage.ru_oublock * 512)
+        await asyncio.to_thread(self._log_copier.join, 10.0)
         text = (self.options.workdir / "gateway.log").read_text(errors="replace")
         start = text.find("edge-gateway run summary")
         self.gateway_summary = text[start:].strip() if start >= 0 else ""
@@ -542,8 +549,15 @@ class CityRun:
         m = self.metrics
         readings_in = sum(m.get("readings", {}).values())
         p50, p99 = self.books.percentile(0.5), self.books.percentile(0.99)
+        nominal = sum(group.nominal_rate() for group in self.groups)
         return {
             "sending_seconds": round(self.sending_seconds, 2),
+            # what the scenario should produce: the readings sent at start-up plus the devices'
+            # nominal rates over the time they reported
+            "readings_expected": round(self.sent_before_main + nominal * self.sending_seconds),
+            "nominal_readings_per_second": round(nominal, 1),
+            "readings_sent_before_devices_report": self.sent_before_main,
+            "uplink": {"wire_bytes": self.books.wire_bytes, "records_received": self.books.records_received},
             "climate_sensors": self.scenario.climate_sensors(),
             "charge_points": self.scenario.charge_point_count(),
             "charge_points_booted": self.ocpp.booted,
@@ -586,6 +600,27 @@ class CityRun:
                 await asyncio.to_thread(broker.stop)
 
 
+def _copy_log(source: Any, path: Path) -> None:
+    """Copy the gateway's output into its log file until the gateway closes it."""
+    with open(path, "wb") as log:
+        while chunk := source.read1(65536):
+            log.write(chunk)
+            log.flush()
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float | None) -> Any:
+    """Wait for the gateway to exit and return its resource usage (os.wait4)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline is not None else 0)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if deadline is not None and time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(process.args, timeout or 0.0)
+        time.sleep(0.05)  # poll step while the gateway drains
+
+
 def _make_receiver(port: int, books: BatchBooks) -> Any:
     """The platform receiver, feeding the city's books (its ledger plus latency samples)."""
     from simulators.platform.receiver import PlatformReceiver
@@ -593,6 +628,8 @@ def _make_receiver(port: int, books: BatchBooks) -> Any:
     class CityReceiver(PlatformReceiver):  # type: ignore[misc, valid-type]
         def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
             super()._on_message(client, userdata, message)
+            if not message.topic.endswith("/status"):
+                books.wire_bytes += len(message.payload)
             if message.topic.endswith("/batch"):
                 books.note_latency(message.payload, time.time())
 
