@@ -94,6 +94,9 @@ class BleGroup(_Table, kw_only=True):
     # Seconds between advertisements; each measurement is advertised `repeats` times.
     interval: Seconds = 1.0
     repeats: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    # At most this many tags after --scale (0: no cap). One gateway's adapter hears a few
+    # hundred tags at most; a bigger district has more gateways, not a bigger radio range.
+    max_count: Count = 0
 
 
 class ChargePointGroup(_Table, kw_only=True):
@@ -171,7 +174,8 @@ class Scenario(_Table, kw_only=True):
             self,
             lorawan=[msgspec.structs.replace(g, count=up(g.count)) for g in self.lorawan],
             serial=[msgspec.structs.replace(g, ports=up(g.ports)) for g in self.serial],
-            ble=[msgspec.structs.replace(g, count=up(g.count)) for g in self.ble],
+            ble=[msgspec.structs.replace(g, count=min(up(g.count), g.max_count) if g.max_count else up(g.count))
+                 for g in self.ble],
             charge_points=[msgspec.structs.replace(g, count=up(g.count)) for g in self.charge_points],
         )
 

@@ -39,6 +39,14 @@ def test_scale_multiplies_device_counts_only() -> None:
     assert city.lorawan[0].interval == 300.0
 
 
+def test_ble_tags_per_gateway_are_capped_at_scale() -> None:
+    # scale 50: 12,800 climate sensors as written, but one adapter hears 500 tags, not 1,600
+    city = load_scenario(ROOT / "config/scenarios/reference.toml", scale=50)
+    assert [g.count for g in city.ble] == [500]
+    assert (city.climate_sensors(), city.charge_point_count()) == (12_800 - 1_600 + 500, 23_400)
+    assert [g.count for g in load_scenario(ROOT / "config/scenarios/reference.toml", scale=10).ble] == [320]
+
+
 def test_faults_are_a_tagged_union() -> None:
     city = parse_scenario({
         "city": {"duration": 60},
