@@ -1,46 +1,8 @@
-"""CPU time and memory of another process, read from /proc (Linux)."""
+"""CPU time and memory of another process, read from /proc (Linux): the one reader lives in
+simulators.city.procstat, shared with the city runner."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from simulators.city.procstat import cpu_seconds, parse_stat_cpu, peak_rss_mib, thread_cpu_seconds
 
 __all__ = ["cpu_seconds", "parse_stat_cpu", "peak_rss_mib", "thread_cpu_seconds"]
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def parse_stat_cpu(stat: str, ticks_per_second: int = _TICKS) -> float:
-    """utime + stime (fields 14 and 15 of proc(5) /proc/<pid>/stat) in seconds. The command
-    name (field 2) may hold spaces and parentheses, so fields are counted after its last ')'."""
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state), so utime (14) and stime (15) are fields[11] and fields[12]
-    return (int(fields[11]) + int(fields[12])) / ticks_per_second
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of every thread of `pid` so far (children not included)."""
-    return parse_stat_cpu(Path(f"/proc/{pid}/stat").read_text())
-
-
-def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds so far of each live thread of `pid`, by thread id (the main thread's is pid).
-    Threads that already ended are missing here but counted in cpu_seconds()."""
-    out: dict[int, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out[int(task.name)] = parse_stat_cpu((task / "stat").read_text())
-        except (OSError, ValueError):
-            continue  # the thread ended between listing and reading
-    return out
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of `pid` (its peak resident set so far) in MiB; 0 when unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0

@@ -189,7 +189,7 @@ def build_report(
     ledger = books.ledger
     covered: Counter[str] = Counter()
     derived: Counter[str] = Counter()
-    from simulators.city.devices import DERIVED_METRICS
+    from simulators.city.fleet import DERIVED_METRICS
 
     for (_gateway, device, metric, _start), window in list(ledger.windows.items()):
         if metric in DERIVED_METRICS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -27,8 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulators.city.ble_fleet import BleFleet
 from simulators.city.broker import Mosquitto, free_port
-from simulators.city.devices import BleFleet, ChargePointFleet, DeviceGroup, LoRaFleet, SerialFleet
+from simulators.city.faults import Injection, injection_for
+from simulators.city.fleet import DeviceGroup
+from simulators.city.lora_fleet import LoRaFleet
+from simulators.city.ocpp_fleet import ChargePointFleet
+from simulators.city.procstat import ProcSample, sample
 from simulators.city.report import (
     BatchBooks,
     FileTail,
@@ -37,51 +41,11 @@ from simulators.city.report import (
     render_report,
     write_report,
 )
-from simulators.city.scenario import (
-    BleStall,
-    ChargePointDisconnect,
-    ClockJump,
-    Corruption,
-    Fault,
-    Scenario,
-    SerialUnplug,
-    UplinkOutage,
-)
+from simulators.city.scenario import ClockJump, Fault, Scenario
+from simulators.city.serial_fleet import SerialFleet
+from simulators.city.tomlout import to_toml
 
-__all__ = ["CityRun", "RunOptions", "to_toml"]
-
-
-# ------------------------------------------------------------------------------ config output
-
-
-def _key(name: str) -> str:
-    return name if name.replace("_", "").replace("-", "").isalnum() and name.isascii() else json.dumps(name)
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_inline(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def to_toml(document: dict[str, Any], header: str = "") -> str:
-    """Sections of scalars and inline tables; lists of tables as [[name]] arrays."""
-    out = [f"# {line}" for line in header.splitlines()]
-    for section, body in document.items():
-        tables = body if isinstance(body, list) else [body]
-        for table in tables:
-            out.append("")
-            out.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
-            out.extend(f"{_key(k)} = {_inline(v)}" for k, v in table.items())
-    return "\n".join(out) + "\n"
+__all__ = ["CityRun", "RunOptions", "print_report"]
 
 
 # ------------------------------------------------------------------------------ the run
@@ -106,38 +70,18 @@ class ProcStats:
     write_bytes: int = 0
 
 
-def vm_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def proc_stats(pid: int) -> tuple[float, float, int]:
-    """(utime+stime seconds, VmHWM MiB, write_bytes) of a live process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (proc(5), fields 14 and 15)
-    hwm = 0.0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) / 1024
-    write_bytes = 0
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/io") as io:
-        for line in io:
-            if line.startswith("write_bytes:"):
-                write_bytes = int(line.split()[1])
-    return cpu, hwm, write_bytes
-
-
 @dataclass
 class _Active:
-    fault: Fault
-    ends: float | None
-    undo: Any = None
+    injection: Injection
+    ends: float | None  # monotonic time the fault is undone; None: one-shot
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """The gateway at one moment: its process and its /metrics."""
+
+    proc: ProcSample
+    metrics: dict[str, Any] | None
 
 
 @dataclass
@@ -171,6 +115,8 @@ class CityRun:
         self.sent_before_main = 0
         self.gateway_summary = ""
         self.metrics_at_stop: dict[str, Any] = {}
+        self._steady_begin: _Mark | None = None  # devices start reporting
+        self._steady_end: _Mark | None = None  # devices stop
 
     # -------------------------------------------------------------- set-up
 
@@ -297,85 +243,26 @@ class CityRun:
     # -------------------------------------------------------------- faults
 
     async def _begin(self, fault: Fault) -> _Active:
+        injection = injection_for(fault)
+        what = await injection.begin(self)
+        self.faults_done.append({"kind": injection.kind, "what": what})
+        duration = injection.duration
+        return _Active(injection, None if duration is None else time.monotonic() + duration)
+
+    def _mark(self, metrics: dict[str, Any] | None) -> _Mark:
         now = time.monotonic()
-        if isinstance(fault, UplinkOutage):
-            if self.platform is not None:
-                await asyncio.to_thread(self.platform.outage_begin)
-                undo = self.platform.outage_end  # blocking: run in a thread by _undo
-                what = f"platform broker stopped at {fault.at:g} s for {fault.duration:g} s"
-            else:
-                hidden = self.batches_dir.with_name("batches.outage")
-                self.batches_dir.rename(hidden)
-                self.batches_dir.write_text("the output folder is gone (simulated outage)\n")
-
-                def undo() -> None:
-                    self.batches_dir.unlink()
-                    hidden.rename(self.batches_dir)
-                what = f"file uplink folder unwritable at {fault.at:g} s for {fault.duration:g} s"
-            self.faults_done.append({"kind": "uplink_outage", "what": what})
-            return _Active(fault, now + fault.duration, undo)
-        if isinstance(fault, Corruption):
-            if fault.target in ("lorawan", "all"):
-                self.lora.corrupt_rate = fault.rate
-            if fault.target in ("serial", "all"):
-                self.serial.set_corruption(fault.rate)
-
-            def undo_corruption() -> None:
-                self.lora.corrupt_rate = 0.0
-                self.serial.set_corruption(0.0)
-            self.faults_done.append({"kind": "corrupt", "what": f"{fault.rate:.0%} of {fault.target} frames corrupted "
-                                     f"from {fault.at:g} s for {fault.duration:g} s"})
-            return _Active(fault, now + fault.duration, undo_corruption)
-        if isinstance(fault, SerialUnplug):
-            pulled = self.serial.unplug(fault.ports)
-
-            def replug() -> None:
-                assert self.process is not None
-                self.serial.replug(pulled, self.process.pid)
-            self.faults_done.append({"kind": "serial_unplug", "what": f"{len(pulled)} serial port(s) unplugged at "
-                                     f"{fault.at:g} s for {fault.duration:g} s"})
-            return _Active(fault, now + fault.duration, replug)
-        if isinstance(fault, BleStall):
-            self.ble.stall(fault.mode)
-            self.faults_done.append({"kind": "ble_stall", "what": f"BLE scanner stalled ({fault.mode}) at {fault.at:g} s"})
-            return _Active(fault, None)
-        if isinstance(fault, ChargePointDisconnect):
-            self.ocpp.disconnect(fault.count)
-            self.faults_done.append({"kind": "cp_disconnect", "what": f"{fault.count} charge points dropped at {fault.at:g} s"})
-            return _Active(fault, None)
-        if isinstance(fault, ClockJump):
-            self.offset += fault.seconds
-            (self.options.workdir / "clock-offset").write_text(f"{self.offset}\n")
-            if self.process is not None:
-                self.process.send_signal(signal.SIGUSR1)
-            self.faults_done.append({"kind": "clock_jump", "what": f"gateway clock stepped {fault.seconds:+g} s at {fault.at:g} s"})
-            return _Active(fault, None)
-        raise TypeError(fault)
-
-    def _rss_now(self) -> float:
-        try:
-            return vm_rss_mib(self.process.pid) if self.process is not None else 0.0
-        except OSError:
-            return 0.0
-
-    def _proc_sample(self) -> tuple[float, float, int]:
-        if self.process is None:
-            return (0.0, 0.0, 0)
-        try:
-            return proc_stats(self.process.pid)
-        except OSError:
-            return (0.0, 0.0, 0)
+        return _Mark(sample(self.process.pid, now) if self.process is not None else ProcSample(now), metrics)
 
     def _steady(self) -> dict[str, Any]:
         """The gateway while the devices report (start-up and the charge points' boot storm, the
         settle and the drain left out)."""
-        begin, end = getattr(self, "_steady_begin", None), getattr(self, "_steady_end", None)
-        if not begin or not end or not begin[2] or not end[2]:
+        begin, end = self._steady_begin, self._steady_end
+        if begin is None or end is None or not begin.metrics or not end.metrics:
             return {}
-        wall = end[0] - begin[0]
-        readings = sum(end[2]["readings"].values()) - sum(begin[2]["readings"].values())
-        cpu = end[1][0] - begin[1][0]
-        written = end[1][2] - begin[1][2]
+        wall = end.proc.at - begin.proc.at
+        readings = sum(end.metrics["readings"].values()) - sum(begin.metrics["readings"].values())
+        cpu = end.proc.cpu_seconds - begin.proc.cpu_seconds
+        written = end.proc.write_bytes - begin.proc.write_bytes
         return {
             "wall_seconds": round(wall, 2),
             "readings": readings,
@@ -384,17 +271,9 @@ class CityRun:
             "cpu_share": round(cpu / wall, 4) if wall else None,
             "write_bytes": written,
             "write_bytes_per_reading": round(written / readings, 1) if readings else None,
-            "peak_rss_mib_after_boot": round(begin[1][1], 1),
-            "rss_mib_at_end": round(end[3], 1) if len(end) > 3 else None,
+            "peak_rss_mib_after_boot": round(begin.proc.peak_rss_mib, 1),
+            "rss_mib_at_end": round(end.proc.rss_mib, 1),
         }
-
-    async def _undo(self, item: _Active) -> None:
-        if item.undo is None:
-            return
-        if self.platform is not None and item.undo == self.platform.outage_end:
-            await asyncio.to_thread(item.undo)  # starting mosquitto blocks until it listens
-        else:
-            item.undo()  # ptys and simulator state belong to the event loop
 
     # -------------------------------------------------------------- the run
 
@@ -422,7 +301,7 @@ class CityRun:
         scal = m.get("scalars", {})
         table.add_row("outbox batches", f"{int(scal.get('outbox_batches', 0)):,}")
         table.add_row("platform covered", f"{sum(w.count for w in list(self.books.ledger.windows.values())):,}")
-        table.add_row("faults active", ", ".join(type(a.fault).__name__ for a in active) or "-")
+        table.add_row("faults active", ", ".join(a.injection.kind for a in active) or "-")
         return table
 
     async def _main_phase(self) -> None:
@@ -430,7 +309,7 @@ class CityRun:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         self.sent_before_main = sum(self._sent_so_far().values())  # start-up: joins, charge point boots
-        self._steady_begin = (time.monotonic(), self._proc_sample(), await asyncio.to_thread(self._scrape))
+        self._steady_begin = self._mark(await asyncio.to_thread(self._scrape))
         pending = sorted(s.faults, key=lambda f: f.at)
         active: list[_Active] = []
         live: Any = None
@@ -450,7 +329,7 @@ class CityRun:
                     if begun.ends is not None:  # one-shot faults (stall, disconnect, clock step) are done
                         active.append(begun)
                 for item in [a for a in active if a.ends is not None and loop.time() >= a.ends]:
-                    await self._undo(item)
+                    await item.injection.end(self)
                     active.remove(item)
                 if self.tail is not None:
                     await asyncio.to_thread(self.tail.poll)
@@ -463,7 +342,7 @@ class CityRun:
                 await asyncio.sleep(0.25)  # the runner's own tick (faults, progress, file tail)
         finally:
             for item in active:  # faults still running when the devices stop end now
-                await self._undo(item)
+                await item.injection.end(self)
             if live is not None:
                 live.stop()
         self.sending_seconds = loop.time() - t0
@@ -523,7 +402,7 @@ class CityRun:
             await self._main_phase()
             at_stop = await asyncio.to_thread(self._scrape)
             self.metrics_at_stop = at_stop if at_stop is not None else self.metrics
-            self._steady_end = (time.monotonic(), self._proc_sample(), self.metrics_at_stop, self._rss_now())
+            self._steady_end = self._mark(self.metrics_at_stop)
             if self.tail is not None:
                 await asyncio.to_thread(self.tail.poll)
             self.books.measuring = False

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from simulators.city.runner import to_toml
 from simulators.city.scenario import ClockJump, Corruption, load_scenario, parse_scenario
+from simulators.city.tomlout import to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
