@@ -66,6 +66,12 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def descriptors_needed(scenario: Scenario) -> int:
+    """What the gateway process holds open at this size, roughly: a socket per charge point, about
+    five descriptors per serial port (issue 12's measurement), a few hundred for the rest."""
+    return scenario.charge_point_count() + 5 * sum(g.ports for g in scenario.serial) + 300
+
+
 def cp_interval(scenario: Scenario) -> float:
     return max((g.interval for g in scenario.charge_points if g.count), default=60.0)
 
@@ -200,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     failed = False
     for scale in scales:
+        needed = descriptors_needed(bench.scaled(scale))
+        if needed > fds:
+            state = (f"FAIL: not run: the gateway would need ~{needed:,} descriptors, the limit is {fds:,} "
+                     "(the hard limit; raising it needs CAP_SYS_RESOURCE)")
+            print(f"  {scale:>6g} {state}")
+            records.append({"scale": scale, "verdict": state})
+            failed = True
+            break
         try:
             report = run_scale(bench.scaled(scale), scale, workdir)
         except KeyboardInterrupt:

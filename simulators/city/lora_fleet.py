@@ -83,11 +83,24 @@ class LoRaFleet(DeviceGroup):
             out.append(table)
         return out
 
-    async def start(self, udp_ports: dict[int, int], ns_broker: tuple[str, int] | None) -> None:
-        from simulators.lorawan.forwarder import VirtualForwarder
+    async def connect_network_server(self, ns_broker: tuple[str, int]) -> None:
+        """Connect the network-server publishers before anything else opens descriptors: paho's
+        threaded loop select()s its socket, and select() cannot take a descriptor above 1023
+        (paho/mqtt/client.py `_loop`: the ValueError becomes a lost connection, for ever). A big
+        city's ptys and sockets would push a late connection past that."""
         from simulators.lorawan.publisher import NetworkServerPublisher
 
+        for g, group in enumerate(self.groups):
+            if group.mode == "network_server" and self.sensors[g]:
+                publisher = NetworkServerPublisher(ns_broker[0], ns_broker[1], self.sensors[g], rounds=0)
+                await publisher.start()  # rounds=0: connected, publishes only on our timetable
+                self.publishers.append(publisher)
+
+    async def start(self, udp_ports: dict[int, int], ns_broker: tuple[str, int] | None) -> None:
+        from simulators.lorawan.forwarder import VirtualForwarder
+
         self.ports = dict(udp_ports)
+        publishers = iter(self.publishers)
         for g, group in enumerate(self.groups):
             fleet = self.sensors[g]
             if not fleet:
@@ -102,12 +115,9 @@ class LoRaFleet(DeviceGroup):
                 self.forwarders.append(forwarder)
                 self.tasks.append(asyncio.create_task(self._send_udp(forwarder, group)))
             else:
-                assert ns_broker is not None
                 if self.ns_ready is not None:
                     await self.ns_ready(f"city-lora-{g}-ns")
-                publisher = NetworkServerPublisher(ns_broker[0], ns_broker[1], fleet, rounds=0)
-                await publisher.start()
-                self.publishers.append(publisher)
+                publisher = next(publishers)  # connected by connect_network_server
                 self.tasks.append(asyncio.create_task(self._send_ns(publisher, group)))
         # OTAA joins done before anything else starts (the charge points' boot storm)
         with contextlib.suppress(TimeoutError):

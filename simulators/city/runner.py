@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -210,6 +211,7 @@ class CityRun:
         if any(g.mode == "network_server" and g.count for g in s.lorawan):
             self.ns_broker = Mosquitto(work / "ns-broker", persistent=False)
             await asyncio.to_thread(self.ns_broker.start)
+            await self.lora.connect_network_server(self.ns_broker.address)
         await self.serial.start()
         if self.ble.count and (shutil.which("dbus-daemon") is None or importlib.util.find_spec("dbusmock") is None):
             print("city: BLE tags left out of this run: they need dbus-daemon (Debian package `dbus`) and "
@@ -382,17 +384,23 @@ class CityRun:
         self.gateway_summary = text[start:].strip() if start >= 0 else ""
 
     async def _collect(self) -> None:
-        """Everything the gateway delivered reaches the books (the receiver goes quiet)."""
+        """Everything the gateway delivered reaches the books: as many distinct batches as the
+        gateway's summary says it forwarded (a loaded receiver may be minutes behind the broker,
+        which holds the rest in the receiver's session), or nothing new for 10 s."""
         if self.tail is not None:
             await asyncio.to_thread(self.tail.poll)
             return
+        match = re.search(r"forwarded\s+\S+: (\d+) batches", self.gateway_summary)
+        forwarded = int(match.group(1)) if match else None
         last, since = -1, time.monotonic()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             count = self.books.ledger.messages
+            if forwarded is not None and len(self.books.ledger.batch_ids) >= forwarded:
+                break
             if count != last:
                 last, since = count, time.monotonic()
-            elif time.monotonic() - since >= 1.0:
+            elif time.monotonic() - since >= (10.0 if forwarded is not None else 1.0):
                 break
             await asyncio.sleep(0.2)  # poll step
 
