@@ -160,6 +160,10 @@ def verdict(record: dict[str, Any], window: float, grace: float) -> str:
     p99 = record["latency_p99_s"]
     if p99 is not None and p99 > window + grace + 15:
         return f"FAIL: p99 latency {p99:.1f} s"
+    if p99 is None:
+        # the platform receiver (a paho thread in the simulator process) got no batch while the
+        # devices reported: it lagged the broker, so latency was not measured at this scale
+        return "keeps up (latency not measured: the platform receiver lagged)"
     return "keeps up"
 
 
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
               f" {show(record['cpu_s_per_1000_readings'], '>8.3f')}  {state}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
-        if state != "keeps up":
+        if not state.startswith("keeps up"):
             failed = True
             break
     if args.json:

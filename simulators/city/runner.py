@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import os
 import re
@@ -185,7 +186,8 @@ class CityRun:
     def _spawn(self, command: list[str], env: dict[str, str]) -> None:
         # The gateway logs to a pipe that a thread of this process copies into gateway.log: the
         # gateway's own write_bytes (/proc/<pid>/io, rusage) then count its state folder only.
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent())
         self._proc_started = time.monotonic()
         self._log_copier = threading.Thread(target=_copy_log, args=(self.process.stdout, self.options.workdir / "gateway.log"),
                                             name="gateway-log", daemon=True)
@@ -273,6 +275,9 @@ class CityRun:
             "cpu_share": round(cpu / wall, 4) if wall else None,
             "write_bytes": written,
             "write_bytes_per_reading": round(written / readings, 1) if readings else None,
+            # what start-up (boot storm, joins) wrote before the devices reported; the rest of the
+            # whole-life figure minus these two is the drain
+            "write_bytes_before": begin.proc.write_bytes,
             "peak_rss_mib_after_boot": round(begin.proc.peak_rss_mib, 1),
             "rss_mib_at_end": round(end.proc.rss_mib, 1),
         }
@@ -485,6 +490,23 @@ class CityRun:
         for broker in (self.platform, self.ns_broker):
             if broker is not None:
                 await asyncio.to_thread(broker.stop)
+
+
+def _die_with_parent() -> Any:
+    """Linux: the gateway gets SIGTERM when the runner dies (prctl(2) PR_SET_PDEATHSIG), so a run
+    that crashes never leaves a gateway behind that keeps reopening its pty links: pty numbers are
+    recycled, and such an orphan locks (flock) and reads the ptys of later runs on the machine.
+    The signal follows the thread that forks: `_spawn` runs on the runner's main thread."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before the fork
+    except (OSError, AttributeError):
+        return None
+    parent_death_signal = 1  # PR_SET_PDEATHSIG, linux/prctl.h
+
+    def set_parent_death_signal() -> None:
+        prctl(parent_death_signal, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_parent_death_signal
 
 
 def _copy_log(source: Any, path: Path) -> None:
