@@ -9,7 +9,7 @@ DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libgli
           prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-replay test test-fast venv test-deps lint bench clean deb deb-deps
+.PHONY: demo demo-deps demo-replay test test-fast venv test-deps lint bench clean deb deb-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,21 @@ venv: $(VENV)/.installed
 # A small city on real simulators: LoRaWAN over UDP, Modbus/SDS011/WXT on ptys, BLE tags on a
 # private D-Bus (python-dbusmock, from the test extras; Debian's dbus), OCPP charge points over
 # loopback WebSockets, the file uplink; faults injected; prints the loss report.
-demo: test-deps $(VENV)/.test-installed
+$(VENV)/.demo-installed: $(VENV)/.installed pyproject.toml
+	$(PIP) install --quiet -e '.[demo]'
+	touch $@
+
+# The demo's Debian packages only: D-Bus for the mock BlueZ, and what dbus-python builds with.
+DEMO_DEBS := dbus libdbus-1-dev libglib2.0-dev pkg-config
+
+demo-deps:
+	@missing=""; for p in $(DEMO_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: demo-deps $(VENV)/.demo-installed
 	rm -rf demo-state
 	$(VENV)/bin/edge-gateway-sim city --scenario config/scenarios/demo.toml --workdir demo-state
 
