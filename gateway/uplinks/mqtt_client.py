@@ -126,6 +126,13 @@ class _NoConnack(ConnectionError):
     """The server closed the connection (or sent something that is not MQTT) before CONNACK."""
 
 
+def _publish_size(topic: str, payload: bytes, properties: Properties | None) -> int:
+    """Bytes of a QoS 1 PUBLISH packet (MQTT 5.0 section 3.3): fixed header, topic, packet id,
+    properties and payload; at most 4 bytes of remaining length counted."""
+    props = len(properties.pack()) if properties is not None else 1
+    return 1 + 4 + 2 + len(topic.encode()) + 2 + props + len(payload)
+
+
 def _connect_error_cause(error: BaseException, tls: bool) -> tuple[str, str]:
     """A failed TCP/TLS connect as (counter token, text)."""
     if isinstance(error, _NoConnack):
@@ -184,6 +191,7 @@ class MqttUplink(Uplink[Config]):
                 self._publish_properties.PayloadFormatIndicator = 1
         self._connected = False
         self._network: PollLoop | None = None
+        self.max_packet_size: int | None = None  # from the broker's CONNACK (MQTT 5)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -419,6 +427,12 @@ class MqttUplink(Uplink[Config]):
             raise UplinkUnavailable("mqtt not connected")
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
+        limit = self.max_packet_size
+        if limit is not None and _publish_size(topic, payload, properties) > limit:
+            # The broker would drop the PUBLISH and close the connection (MQTT 5.0 3.2.2.3.6):
+            # retrying could never succeed, so the batch goes to the dead letters.
+            raise BatchRejected(f"a PUBLISH of {_publish_size(topic, payload, properties)} bytes exceeds "
+                                f"the broker's Maximum Packet Size of {limit}")
         info = client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             if info.rc == mqtt.MQTT_ERR_PAYLOAD_SIZE:
@@ -464,7 +478,9 @@ class MqttUplink(Uplink[Config]):
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connack_arrived, client, reason)
+        # MQTT 5.0 section 3.2.2.3.6: the broker's Maximum Packet Size (absent: no limit)
+        limit = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+        self._loop.call_soon_threadsafe(self._connack_arrived, client, reason, limit)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -523,8 +539,9 @@ class MqttUplink(Uplink[Config]):
                     future.set_result(None)
                     break
 
-    def _connack_arrived(self, client: mqtt.Client, reason: Any) -> None:
+    def _connack_arrived(self, client: mqtt.Client, reason: Any, limit: int | None = None) -> None:
         if client is self._client and self._connack is not None and not self._connack.done():
+            self.max_packet_size = limit if isinstance(limit, int) and limit > 0 else None
             self._connack.set_result(reason)
 
     def _disconnected(self, client: mqtt.Client, reason: Any) -> None:

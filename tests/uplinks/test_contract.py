@@ -406,10 +406,9 @@ async def test_transient_failure_keeps_batches_and_delivers_them_in_order_after_
 
 @pytest.mark.parametrize("kind", [
     "file",
-    pytest.param("mqtt", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=(
-        "the MQTT uplink retries an oversized batch forever: Mosquitto drops the PUBLISH and "
-        "closes the connection, which the uplink counts as a transient failure; it could "
-        "honour the CONNACK's Maximum Packet Size (MQTT 5.0 3.2.2.3.6) and reject the batch"))]),
+    # MQTT: the broker's CONNACK names its Maximum Packet Size (MQTT 5.0 3.2.2.3.6); a batch
+    # over it is refused before it is sent
+    pytest.param("mqtt", marks=[pytest.mark.slow]),
     "influxdb",
 ])
 async def test_a_malformed_batch_goes_to_dead_letters_and_the_queue_goes_on(
