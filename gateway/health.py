@@ -117,6 +117,10 @@ class HealthCollector:
         yield counter("unknown_metric_dropped", "Readings of metrics outside the catalog", w.unknown_metric)
         yield gauge("open_series", "Open window accumulators", g.aggregator.open_series)
         yield counter("clock_jumps", "Wall-clock steps larger than a tick (NTP sync)", g.clock_jumps)
+        yield counter("time_gaps", "Gaps in the gateway's own time (downtime, clock steps forward) "
+                      "that ended the carried states", g.time_gaps)
+        yield counter("held_records_dropped", "Closed windows and events dropped from memory while "
+                      "the disk refused writes for too long", g.held_records_dropped)
 
         yield gauge("outbox_batches", "Batches stored in the outbox", o.batches)
         yield gauge("outbox_bytes", "Payload bytes stored in the outbox", o.bytes)
