@@ -21,6 +21,7 @@ from bleak.exc import BleakDBusError, BleakError
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from gateway.backoff import Backoff
 from gateway.errors import DriverError
 
 __all__ = ["OR_PATTERNS", "AdapterControl", "Scanner", "TRANSIENT_BLUEZ_ERRORS"]
@@ -86,6 +87,9 @@ class Scanner:
         if self._mode == "passive":
             bluez["or_patterns"] = list(OR_PATTERNS)
         last: BaseException | None = None
+        # the gateway's backoff between tries (BlueZ answers InProgress while a previous
+        # discovery is still being torn down)
+        backoff = Backoff(self._retry_delay, self._retry_delay * (self._start_retries + 1))
         for attempt in range(self._start_retries + 1):
             scanner = BleakScanner(self._callback, scanning_mode=self._mode, bluez=bluez)
             try:
@@ -104,7 +108,7 @@ class Scanner:
                 self._scanner = scanner
                 return
             if attempt < self._start_retries:
-                await asyncio.sleep(self._retry_delay * (attempt + 1))  # linear backoff between tries
+                await asyncio.sleep(backoff.next_delay())
         raise DriverError(f"scanner did not start after {self._start_retries + 1} tries: {_describe(last or Exception())}")
 
     async def stop(self) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from typing import Any
 
@@ -40,6 +39,7 @@ from drivers.ocpp.transport import (
     close_misbehaving,
     open_upstream,
 )
+from gateway.backoff import Backoff
 from gateway.driver import DriverContext
 
 __all__ = ["ProxySession"]
@@ -162,16 +162,15 @@ class ProxySession:
         return True
 
     async def _upstream_loop(self) -> None:
-        """Relay CSMS frames while linked; reconnect with exponential backoff and jitter."""
-        delay = self.settings.upstream_backoff_initial
+        """Relay CSMS frames while linked; reconnect with the gateway's backoff (jitter spreads
+        a fleet reconnecting after a CSMS outage)."""
+        backoff = Backoff(self.settings.upstream_backoff_initial, self.settings.upstream_backoff_max)
         while True:
             if self.upstream is None:
-                # +-20 % jitter so a fleet reconnecting after a CSMS outage spreads out.
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.settings.upstream_backoff_max)
+                await asyncio.sleep(backoff.next_delay())
                 if not await self._connect_once():
                     continue
-                delay = self.settings.upstream_backoff_initial
+                backoff.reset()
                 # The CSMS missed what the gateway answered meanwhile: ask for a fresh status.
                 self._spawn(self.gateway_call(*self.trigger("StatusNotification")))
             upstream = self.upstream
