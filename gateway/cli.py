@@ -19,7 +19,7 @@ __all__ = ["default_config", "main"]
 def default_config() -> Config:
     """The embedded default: replays the bundled day of city data into the file uplink, with a
     local state directory and no server needed, so `edge-gateway run` works out of the box."""
-    sample = resources.files("simulators") / "data" / "city-day.csv.gz"
+    sample = resources.files("drivers.replay") / "data" / "city-day.csv.gz"
     raw: dict[str, Any] = {
         "gateway": {"id": "edge-demo", "state_dir": "edge-gateway-state"},
         "windows": {"window": 5, "grace": 1.0, "max_lateness": 60.0, "checkpoint": 2.0},

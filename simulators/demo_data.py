@@ -20,7 +20,7 @@ from pathlib import Path
 
 DAY_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 STEP = 600  # a reading every 10 minutes
-DEFAULT_OUT = Path(__file__).parent / "data" / "city-day.csv.gz"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "drivers" / "replay" / "data" / "city-day.csv.gz"
 
 
 def _rows(rng: random.Random) -> list[tuple[str, str, str, int]]:
