@@ -23,8 +23,8 @@ from gateway.batch import (
 )
 from gateway.errors import BatchRejected, UplinkUnavailable
 from gateway.uplinks.influxdb import Config, load_uplink
-from gateway.uplinks.influxdb_lines import document_lines, window_point
-from gateway.uplinks.influxdb_writer import parse_retry_after
+from gateway.uplinks.influxdb.lines import document_lines, window_point
+from gateway.uplinks.influxdb.writer import parse_retry_after
 from tests.support.ports import free_port
 from tests.support.wait import async_wait_for
 from tests.uplinks.conftest import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.uplinks.mqtt import Config
-from gateway.uplinks.mqtt_client import MqttUplink
+from gateway.uplinks.mqtt.client import MqttUplink
 from simulators.platform import PlatformReceiver
 from tests.support.mosquitto import Broker
 from tests.support.wait import async_wait_for

@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.errors import UplinkUnavailable
 from gateway.uplinks.mqtt import Config, load_uplink
-from gateway.uplinks.mqtt_client import parse_platform_ack
+from gateway.uplinks.mqtt.client import parse_platform_ack
 from simulators.platform import Ledger, PlatformReceiver
 from tests.support.mosquitto import Broker
 from tests.support.wait import async_wait_for

@@ -11,28 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
-
-import msgspec
 
 from gateway.batch import Batch
 from gateway.errors import UplinkUnavailable
-from gateway.uplinks.base import Uplink, UplinkContext, UplinkSettings
+from gateway.uplinks.base import Uplink, UplinkContext
+from gateway.uplinks.file.config import Config
 
-__all__ = ["Config", "FileUplink", "load_uplink"]
-
-
-class Config(UplinkSettings):
-    # Output folder; relative paths are inside the gateway's state_dir.
-    directory: str = "batches"
-    # The current file is rotated to batches-<n>.jsonl when it would grow past this many bytes.
-    rotate_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 16 * 1024 * 1024
-    # Rotated files kept; the oldest beyond this are deleted.
-    keep_files: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
-    # fsync after each batch: off by default to spare the SD card (the outbox is the durable copy).
-    fsync: bool = False
-    # Write batches gzip-compressed as stored (batches.jsonl.gz); false writes plain JSON Lines.
-    gzip: bool = True
+__all__ = ["FileUplink"]
 
 
 class FileUplink(Uplink[Config]):
@@ -81,7 +66,3 @@ class FileUplink(Uplink[Config]):
         numbers.append(next_number)
         for old in numbers[: max(0, len(numbers) - self.config.keep_files)]:
             (self.directory / f"batches-{old}{suffix}").unlink(missing_ok=True)
-
-
-def load_uplink() -> type[FileUplink]:
-    return FileUplink

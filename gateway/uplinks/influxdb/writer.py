@@ -3,7 +3,7 @@
 Why not influxdb-client's WriteApi: its asyncio API needs aiohttp (not a dependency), and its
 synchronous API brings its own batching thread and retry policy, while here the runner already
 owns batching (the outbox), retries, backoff and dead letters. So the lines come from the
-client's `Point` builder (influxdb_lines) and the write is a plain urllib3 request (urllib3 is
+client's `Point` builder (`lines`) and the write is a plain urllib3 request (urllib3 is
 influxdb-client's own transport) run in a worker thread, keeping the status codes and the
 Retry-After header in our hands:
 
@@ -37,7 +37,7 @@ from gateway.batch import Batch
 from gateway.errors import BatchRejected, UplinkUnavailable
 from gateway.uplinks.base import Uplink, UplinkContext
 from gateway.uplinks.influxdb import Config
-from gateway.uplinks.influxdb_lines import PRECISION, document_lines
+from gateway.uplinks.influxdb.lines import PRECISION, document_lines
 
 __all__ = ["InfluxUplink", "parse_retry_after"]
 

@@ -1,4 +1,4 @@
-"""InfluxDB line-protocol uplink settings (`type = "influxdb"`); the writer is `influxdb_writer`.
+"""InfluxDB line-protocol uplink settings (`type = "influxdb"`); the writer is `writer` beside it.
 
 Config validation imports only this module; influxdb-client loads when the uplink starts.
 
@@ -18,9 +18,9 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.uplinks.base import Uplink, UplinkSettings
+from gateway.uplinks.base import UplinkSettings
 
-__all__ = ["Config", "load_uplink"]
+__all__ = ["Config"]
 
 
 class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
@@ -53,9 +53,3 @@ class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
         if self.ca_file and not self.url.startswith("https://"):
             problems.append(f"ca_file: expected an https:// url with it, found {self.url!r}")
         return problems
-
-
-def load_uplink() -> type[Uplink[Config]]:
-    from gateway.uplinks.influxdb_writer import InfluxUplink
-
-    return InfluxUplink

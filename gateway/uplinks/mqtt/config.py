@@ -1,4 +1,4 @@
-"""MQTT uplink settings (`type = "mqtt"`); the client itself lives in `mqtt_client`.
+"""MQTT uplink settings (`type = "mqtt"`); the client itself lives in `client` beside it.
 
 Config validation imports only this module, so a gateway whose config merely names MQTT does not
 load paho until the uplink starts.
@@ -24,9 +24,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from gateway.uplinks.base import Uplink, UplinkSettings
+from gateway.uplinks.base import UplinkSettings
 
-__all__ = ["Config", "load_uplink"]
+__all__ = ["Config"]
 
 _TOPIC_LEVELS = r"^[^#+$/\x00][^#+\x00]*[^#+/\x00]$|^[^#+$/\x00]$"
 
@@ -107,9 +107,3 @@ class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
             return self.client_id
         suffix = "" if self.name in ("", "mqtt") else f"-{self.name}"
         return f"eg-{gateway_id}{suffix}"
-
-
-def load_uplink() -> type[Uplink[Config]]:
-    from gateway.uplinks.mqtt_client import MqttUplink
-
-    return MqttUplink
