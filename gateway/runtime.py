@@ -97,14 +97,15 @@ class DriverSupervisor:
                 self.backoff.reset()
             delay = self.backoff.next_delay()
             self.restarts += 1
-            self.ctx.log.warning("driver stopped; restarting after backoff", reason=reason, delay=round(delay, 2))
+            self.ctx.log.warning("driver_restarting", reason=reason, delay=round(delay, 2),
+                                 note="the driver stopped; restarted after backoff")
             await asyncio.sleep(delay)
 
     async def _close(self) -> None:
         try:
             await asyncio.wait_for(self.driver.close(), timeout=5)
         except Exception as error:  # noqa: BLE001
-            self.ctx.log.warning("driver close failed", error=str(error))
+            self.ctx.log.warning("driver_close_failed", error=str(error))
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Gateway:
             step = (now - self._tick_clocks[0]) - (mono - self._tick_clocks[1])
             if abs(step) > CLOCK_STEP:
                 self.clock_jumps += 1
-                log.warning("wall clock stepped (NTP sync?)", step_seconds=round(step, 3))
+                log.warning("clock_stepped", step_seconds=round(step, 3), note="wall clock stepped (NTP sync?)")
                 if step > self._gap_limit():
                     self._mark_gap(self.aggregator.closed_before, reason="clock_step")
         self._tick_clocks = (now, mono)
@@ -324,7 +325,7 @@ class Gateway:
             if commit.close is not None:
                 self._persisted_boundary = commit.close.closed_before
             if self._logged_storage:
-                log.info("outbox commits succeed again")
+                log.info("outbox_commits_recovered")
                 self._logged_storage.clear()
             if report.batches or report.deleted or report.evicted_batches:
                 for runner in self.runners:

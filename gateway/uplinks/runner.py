@@ -124,7 +124,8 @@ class UplinkRunner:
         if reason not in self._logged_failures:
             self._logged_failures.add(reason)
             self.log.warning(
-                "uplink unavailable; batches stay in the outbox and are retried",
+                "uplink_unavailable",
+                note="batches stay in the outbox and are retried",
                 reason=reason,
                 attempt=self._backoff.attempts + 1,
             )
@@ -200,7 +201,7 @@ class UplinkRunner:
             if self._backoff.attempts:
                 self._backoff.reset()
                 self._logged_failures.clear()
-                self.log.info("uplink delivering again")
+                self.log.info("uplink_recovered", note="uplink delivering again")
         finally:
             self._inflight.discard(batch.seq)
             self.wake.set()
@@ -216,6 +217,6 @@ class UplinkRunner:
         try:
             await asyncio.wait_for(self.uplink.stop(), timeout=max(0.5, grace))
         except Exception as error:  # noqa: BLE001 - shutting down; log and go on
-            self.log.warning("uplink did not stop cleanly", error=str(error))
+            self.log.warning("uplink_stop_failed", error=str(error))
 
 

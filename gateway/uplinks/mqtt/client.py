@@ -350,7 +350,7 @@ class MqttUplink(Uplink[Config]):
         self._connected = True
         self.ctx.connected = True
         self.ctx.count("connects")
-        self.ctx.log.info("mqtt connected", broker=where, client_id=self.client_id,
+        self.ctx.log.info("uplink_connected", broker=where, client_id=self.client_id,
                           protocol=config.protocol, tls=config.tls)
         await self._publish(self.topic_status, self._status("online"), retain=True,
                             ack_wait=config.ack_timeout)
@@ -553,7 +553,7 @@ class MqttUplink(Uplink[Config]):
             self._suback.set_exception(_NoConnack(str(reason)))
         if self._connected:
             self.ctx.count("disconnects")
-            self.ctx.log.warning("mqtt connection lost", reason=str(reason),
+            self.ctx.log.warning("uplink_disconnected", reason=str(reason),
                                  in_flight=len(self._pending))
         self._connected = False
         self.ctx.connected = False
