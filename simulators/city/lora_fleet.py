@@ -16,15 +16,19 @@ from simulators.city.scenario import LoRaWANGroup
 __all__ = ["LoRaFleet", "lora_readings"]
 
 
+# Link quality the gateway reports for every frame it hears: rssi and snr.
+LINK_READINGS = 2
+
+
 @cache
 def lora_readings(family: str, index: int) -> int:
-    """Readings the gateway makes of frame `index` of a sensor: the driver's own codec applied to
-    the payload the simulator built, plus rssi and snr."""
-    from drivers.lorawan.decode import payload_readings
+    """Readings frame `index` of a sensor carries: the measurements the simulated device put in
+    it (its own record, independent of the gateway's decoders, so a decoder that drops one shows
+    as unexplained), plus rssi and snr."""
     from simulators.lorawan.sensors import FAMILIES
 
-    fport, payload, _ = FAMILIES[family](index)
-    return len(payload_readings("0" * 16, family, payload, fport, 0.0, -70.0, 7.0))
+    _, _, values = FAMILIES[family](index)
+    return len(values) + LINK_READINGS
 
 
 class LoRaFleet(DeviceGroup):

@@ -53,7 +53,7 @@ class VirtualForwarder:
         ("frames", "datagrams", "push_data", "push_ack", "pull_ack", "pull_resp", "join_requests", "joins",
          "send_errors"), 0))
     downlinks: list[semtech_udp.TxPk] = field(default_factory=list)
-    expected: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    expected: list[tuple[str, dict[str, float | str]]] = field(default_factory=list)
     join_tmsts: set[tuple[int, int]] = field(default_factory=set)  # (gateway, tmst) of JoinRequests
 
     def __post_init__(self) -> None:

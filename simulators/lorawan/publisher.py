@@ -80,7 +80,7 @@ class NetworkServerPublisher:
     rounds: int | None = None
     duration: float | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"published": 0})
-    expected: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    expected: list[tuple[str, dict[str, float | str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._client: Any = None

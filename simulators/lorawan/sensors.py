@@ -12,7 +12,7 @@ from drivers.lorawan.codecs import cayenne_lpp, decentlab, dragino_lht65, elsys,
 
 __all__ = ["FAMILIES", "VirtualSensor", "make_fleet"]
 
-Values = dict[str, float]
+Values = dict[str, float | str]
 
 
 def _lpp(i: int) -> tuple[int, bytes, Values]:
@@ -24,14 +24,17 @@ def _lpp(i: int) -> tuple[int, bytes, Values]:
 def _lht65(i: int) -> tuple[int, bytes, Values]:
     # with its DS18B20 probe plugged in (a probe-less 0x7FFF is counted as sensor_absent)
     t, h, probe = 15.0 + (i % 30) * 0.25, 50.0 + (i % 10), 12.0 + (i % 16) * 0.5
+    # the battery word's top bits say "good" (0b11): the device reports its battery state too
     return 2, dragino_lht65.encode(3000, t, h, probe), {
-        "temperature": t, "humidity": h, "battery_voltage": 3.0, "temperature_external": probe}
+        "temperature": t, "humidity": h, "battery_voltage": 3.0, "temperature_external": probe,
+        "battery_status": "good"}
 
 
 def _elsys(i: int) -> tuple[int, bytes, Values]:
-    t, co2 = 21.0 + (i % 10) * 0.1, 400 + (i % 50) * 10
-    return 5, elsys.encode(t, 45, 100 + i % 100, i % 3, co2, 3600), {
-        "temperature": t, "humidity": 45.0, "co2": float(co2), "battery_voltage": 3.6}
+    t, co2, light, motion = 21.0 + (i % 10) * 0.1, 400 + (i % 50) * 10, 100 + i % 100, i % 3
+    return 5, elsys.encode(t, 45, light, motion, co2, 3600), {
+        "temperature": t, "humidity": 45.0, "illuminance": float(light), "motion_count": float(motion),
+        "co2": float(co2), "battery_voltage": 3.6}
 
 
 def _milesight(i: int) -> tuple[int, bytes, Values]:
@@ -45,7 +48,8 @@ def _decentlab(i: int) -> tuple[int, bytes, Values]:
     return 1, decentlab.encode_dl_sht35(782, t, h, 3.1), {"temperature": t, "humidity": h, "battery_voltage": 3.1}
 
 
-# codec name -> payload generator (fport, bytes, expected catalog values, approximately)
+# codec name -> payload generator (fport, bytes, every measurement the frame carries in catalog
+# units: what the device means to send, the city's oracle of readings sent)
 FAMILIES: dict[str, Callable[[int], tuple[int, bytes, Values]]] = {
     "cayenne_lpp": _lpp,
     "dragino_lht65": _lht65,
