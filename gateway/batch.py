@@ -142,6 +142,7 @@ class Batch(msgspec.Struct, kw_only=True):
     kind: Literal["windows", "events"]
     payload: bytes  # the encoded document (gzip, see ENCODING)
     records: int  # window records or events inside
+    created: float = 0.0  # when the gateway made it (its windows had just closed), Unix seconds
 
     def document(self) -> BatchDocument:
         return decode_document(self.payload)

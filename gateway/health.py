@@ -29,7 +29,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
@@ -158,7 +163,12 @@ class HealthCollector:
             conn.add_metric([r.name], 1.0 if r.ctx.connected else 0.0)
             for name, n in list(r.ctx.counters.items()):
                 ucnt.add_metric([r.name, name], n)
-        yield from (fwd_b, fwd_r, fail, dead, conn, ucnt, backlog, oldest, last_error)
+        latency = HistogramMetricFamily(P + "uplink_ack_latency_seconds",
+                                        "From a window batch's making (its windows closed) to its acknowledgement",
+                                        labels=["uplink"])
+        for r in g.runners:
+            latency.add_metric([r.name], r.ack_latency.cumulative(), sum_value=r.ack_latency.total)
+        yield from (fwd_b, fwd_r, fail, dead, conn, ucnt, backlog, oldest, last_error, latency)
         yield from _per_kind("uplink_event_", "uplink", [(r.name, r.ctx.counters) for r in g.runners],
                              "Uplink events of kind {name}")
 

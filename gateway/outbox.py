@@ -614,14 +614,14 @@ class Outbox:
             if len(out) >= limit:
                 break
             rows = db.execute(
-                "SELECT seq, kind, payload, records FROM batches WHERE kind = ? AND seq > ? "
+                "SELECT seq, kind, payload, records, created FROM batches WHERE kind = ? AND seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (kind, cursor, limit - len(out) + len(skip)),
             )
-            for seq, k, payload, records in rows:
+            for seq, k, payload, records, created in rows:
                 if seq in skip:
                     continue
-                out.append(Batch(seq=seq, kind=k, payload=payload, records=records))
+                out.append(Batch(seq=seq, kind=k, payload=payload, records=records, created=created))
                 if len(out) >= limit:
                     break
         return out

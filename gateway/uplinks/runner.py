@@ -27,9 +27,37 @@ from gateway.batch import Batch
 from gateway.errors import BatchRejected
 from gateway.uplinks.base import Uplink, UplinkContext
 
-__all__ = ["UplinkRunner"]
+__all__ = ["LatencyHistogram", "UplinkRunner"]
 
 OutboxCall = Callable[..., Awaitable[Any]]
+
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram of seconds (Prometheus semantics), kept by the runner and read
+    by the health collector: from a batch's making (its windows just closed) to its
+    acknowledgement. Buckets span a healthy link (under a second) to an outage of hours."""
+
+    BUCKETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.total += seconds
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
 
 
 class UplinkRunner:
@@ -64,6 +92,7 @@ class UplinkRunner:
         self.log = ctx.log
         # counters read by the health collector
         self.forwarded_batches = 0
+        self.ack_latency = LatencyHistogram()
         self.forwarded_records = 0
         self.failures = 0
         self.dead_lettered = 0
@@ -197,6 +226,9 @@ class UplinkRunner:
             self.forwarded_batches += 1
             self.forwarded_records += batch.records
             self.last_success = time.time()
+            if batch.kind == "windows" and batch.created:
+                # made when its windows closed: close-to-acknowledged, the platform's freshness
+                self.ack_latency.observe(self.last_success - batch.created)
             self.last_error = ""
             if self._backoff.attempts:
                 self._backoff.reset()

@@ -84,6 +84,13 @@ async def test_metrics_endpoint_and_status_command(tmp_path: Path, flaky: None, 
     for name in ("windows_closed", "late_dropped", "outbox_batches", "outbox_bytes", "outbox_evicted_batches",
                  "uplink_forwarded_batches", "driver_last_seen_timestamp_seconds", "decode_errors"):
         assert name in status or name == "decode_errors", name
+    # the window batch's close-to-acknowledged latency (the file uplink acknowledges at once)
+    await async_wait_for(lambda: gateway.runners[0].ack_latency.cumulative()[-1][1] >= 1, timeout=10,
+                         what="a window batch acknowledged")
+    status = await asyncio.to_thread(fetch_status, url)
+    counts = {labels["le"]: value for labels, value in status["uplink_ack_latency_seconds_bucket"]}
+    assert counts["+Inf"] == gateway.runners[0].ack_latency.cumulative()[-1][1] >= 1
+    assert counts["5.0"] == counts["+Inf"]  # acknowledged within seconds of its making
     code = await asyncio.to_thread(cli_main, ["status", "--url", url])
     out = capsys.readouterr().out
     assert re.search(r"^flaky\s+\S+\s+5\s", out, re.M), out
@@ -157,3 +164,14 @@ async def test_clock_steps_are_counted_without_reopening_windows(tmp_path: Path,
     assert gateway.aggregator.closed_before >= boundary, "a step back never reopens windows"
     gateway.request_stop()
     await asyncio.wait_for(task, timeout=15)
+
+
+def test_latency_histogram_is_cumulative_with_an_infinite_bucket() -> None:
+    from gateway.uplinks.runner import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    for seconds in (0.1, 0.3, 7.0, 99_999.0, -1.0):  # a clock step back counts as 0
+        histogram.observe(seconds)
+    buckets = dict(histogram.cumulative())
+    assert (buckets["0.25"], buckets["0.5"], buckets["10.0"], buckets["14400.0"], buckets["+Inf"]) == (2, 3, 4, 4, 5)
+    assert histogram.total == 0.1 + 0.3 + 7.0 + 99_999.0
