@@ -22,6 +22,8 @@ apart: no device sent them.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 import threading
 import time
 import zlib
@@ -32,7 +34,7 @@ from typing import Any
 from gateway.batch import BatchDecodeError, decode_document
 from simulators.platform.ledger import Ledger
 
-__all__ = ["BatchBooks", "FileTail", "build_report", "parse_metrics", "render_report"]
+__all__ = ["COLUMNS", "BatchBooks", "FileTail", "build_report", "chain", "fit", "parse_metrics", "render_report"]
 
 
 class BatchBooks:
@@ -303,6 +305,40 @@ def build_report(
     }
 
 
+# The report fits a terminal of this many columns (a technician's laptop, a phone over SSH).
+COLUMNS = 100
+
+
+def fit(lines: list[str], width: int = COLUMNS) -> str:
+    """Wrap each line to `width` columns, continuation lines indented under their first word."""
+    out: list[str] = []
+    for text in "\n".join(lines).splitlines():
+        if len(text) <= width:
+            out.append(text)
+            continue
+        indent = " " * (len(text) - len(text.lstrip()) + 2)
+        out.extend(textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False))
+    return "\n".join(out)
+
+
+def chain(summary: str) -> str | None:
+    """The gateway's own run summary as one line: readings in, windows closed, batches made and
+    forwarded, and where the batches are on disk."""
+    fields: dict[str, str] = {}
+    for line in summary.splitlines():
+        match = re.match(r"\s+(readings in|windows closed|batches written|forwarded|output)\s+(.*)$", line)
+        if match:
+            fields[match.group(1)] = match.group(2).strip()
+    if "readings in" not in fields:
+        return None
+    parts = [f"{fields['readings in']} readings in", f"{fields.get('windows closed', '?')} windows closed",
+             f"{fields.get('batches written', '?')} batches", f"forwarded {fields.get('forwarded', '?')}"]
+    text = "  chain: " + " -> ".join(parts)
+    if "output" in fields:
+        text += f"\n  batches on disk: {fields['output']}"
+    return text
+
+
 def render_report(report: dict[str, Any]) -> str:
     lines = [f"city loss report: {report['scenario']} at scale {report['scale']:g}"]
     head = (f"  {'protocol':<13}{'devices':>8}{'sent':>11}{'covered':>11}{'damaged':>9}{'unplug':>8}{'no scan':>9}"
@@ -316,11 +352,12 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append(f"  {'total':<13}{'':>8}{t['sent']:>11,}{t['covered']:>11,}{t['damaged_on_purpose']:>9,}"
                  f"{t['in_flight_when_unplugged']:>8,}{t['not_scanning']:>9,}{t['gateway_dropped']:>9,}"
                  f"{t['link_losses']:>9,}{t['unexplained']:>9,}")
-    lines.append("  damaged = in frames corrupted on purpose; unplug = unread on a serial line when its cable was"
-                 " pulled;\n  no scan = BLE measurements whose every advertisement the mock BlueZ sent while the"
-                 " gateway's scanner\n  had no discovery session (seen on the bus); gw drop = too late/future/unknown"
-                 " metric;\n  link = Modbus answers after the driver's timeout, LoRaWAN datagrams the kernel dropped"
-                 " at the gateway's socket")
+    lines += [
+        "  damaged = in frames corrupted on purpose; unplug = unread when a serial cable was pulled;",
+        "  no scan = BLE measurements advertised only while the gateway's scanner was off (on the bus);",
+        "  gw drop = too late/future/unknown metric; link = Modbus answers after the driver's timeout,",
+        "  LoRaWAN datagrams the kernel dropped at the gateway's socket",
+    ]
     lr, dup, drop = report["late_revisions"], report["duplicates"], report["dropped"]
     lines.append(f"  late: {lr['late_readings_accepted']:,} readings accepted late, {lr['windows_revised_by_gateway']:,} window "
                  f"revisions ({lr['superseded_at_platform']:,} superseded at the platform)")
@@ -338,7 +375,7 @@ def render_report(report: dict[str, Any]) -> str:
     for name, p in report["protocols"].items():
         if p["unexplained"]:
             lines.append(f"  ! {name}: {p['unexplained']:,} readings unexplained; worst devices {p['worst_devices']}")
-    return "\n".join(lines)
+    return fit(lines)
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

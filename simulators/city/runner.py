@@ -39,6 +39,8 @@ from simulators.city.report import (
     BatchBooks,
     FileTail,
     build_report,
+    chain,
+    fit,
     parse_metrics,
     render_report,
     write_report,
@@ -549,14 +551,19 @@ def _make_receiver(port: int, books: BatchBooks) -> Any:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(render_report(report))
+    lines = [render_report(report)]
     run = report["run"]
     gp = run["gateway_process"]
-    print(f"  gateway: {gp['readings_in']:,} readings in {run['sending_seconds']:g} s, CPU {gp['cpu_seconds']:.2f} s "
-          f"({(gp['cpu_share'] or 0) * 100:.1f} % of one core), peak RSS {gp['peak_rss_mib']:.1f} MiB, "
-          f"latency p50/p99 {run['latency_s']['p50']}/{run['latency_s']['p99']} s")
+    lines.append(f"  gateway: {gp['readings_in']:,} readings in {run['sending_seconds']:g} s, CPU {gp['cpu_seconds']:.2f} s "
+                 f"({(gp['cpu_share'] or 0) * 100:.1f} % of one core), peak RSS {gp['peak_rss_mib']:.1f} MiB, "
+                 f"latency p50/p99 {run['latency_s']['p50']}/{run['latency_s']['p99']} s")
     steady = run.get("gateway_steady") or {}
     if steady:
-        print(f"  while reporting: {steady['readings_per_second']} readings/s, gateway CPU "
-              f"{(steady['cpu_share'] or 0) * 100:.1f} % of one core, {steady['write_bytes_per_reading']} bytes written/reading")
-    print(f"  report written to {report['report_path']}")
+        lines.append(f"  while reporting: {steady['readings_per_second']} readings/s, gateway CPU "
+                     f"{(steady['cpu_share'] or 0) * 100:.1f} % of one core, "
+                     f"{steady['write_bytes_per_reading']} bytes written/reading")
+    summary = chain(report.get("gateway", {}).get("summary", ""))
+    if summary:
+        lines.append(summary)
+    lines.append(f"  report written to {report['report_path']}")
+    print(fit(lines))
