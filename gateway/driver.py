@@ -42,6 +42,10 @@ class DriverSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 ConfigT = TypeVar("ConfigT", bound=DriverSettings)
 
 
+# Distinct devices a driver's status counts at most (a flood of made-up ids cannot grow memory).
+MAX_DEVICES_TRACKED = 100_000
+
+
 class DriverContext:
     """What a running driver may touch: the reading sink, counters, its state folder, a clock.
 
@@ -73,6 +77,8 @@ class DriverContext:
         self.decode_errors: dict[str, int] = {}
         self.counters: dict[str, int] = {}
         self._logged_causes: set[str] = set()
+        # devices heard since start (the status views show how many), bounded
+        self.devices: set[str] = set()
 
     def emit(self, reading: Reading) -> None:
         """Hand one reading to the windows. Must be called on the event loop thread.
@@ -85,6 +91,8 @@ class DriverContext:
             return
         self.readings += 1
         self.last_seen = self.clock()
+        if len(self.devices) < MAX_DEVICES_TRACKED:
+            self.devices.add(reading.device)
         self._submit(reading)
 
     def emit_many(self, readings: Iterable[Reading]) -> None:
@@ -97,6 +105,8 @@ class DriverContext:
                 continue
             submit(reading)
             n += 1
+            if len(self.devices) < MAX_DEVICES_TRACKED:
+                self.devices.add(reading.device)
         if n:
             self.readings += n
             self.last_seen = self.clock()

@@ -99,6 +99,7 @@ class HealthCollector:
         restarts = CounterMetricFamily(P + "driver_restarts", "Driver restarts after a failure", labels=["driver"])
         seen = GaugeMetricFamily(P + "driver_last_seen_timestamp_seconds", "Last reading per driver (Unix s)", labels=["driver"])
         up = GaugeMetricFamily(P + "driver_up", "1 while the driver runs, 0 while it waits to restart", labels=["driver"])
+        devices = GaugeMetricFamily(P + "driver_devices", "Distinct devices heard since start", labels=["driver"])
         for sup in g.supervisors:
             ctx = sup.ctx
             readings.add_metric([ctx.name], ctx.readings)
@@ -109,7 +110,8 @@ class HealthCollector:
             restarts.add_metric([ctx.name], sup.restarts)
             seen.add_metric([ctx.name], ctx.last_seen)
             up.add_metric([ctx.name], 1.0 if sup.running else 0.0)
-        yield from (readings, errors, dev, restarts, seen, up)
+            devices.add_metric([ctx.name], len(ctx.devices))
+        yield from (readings, errors, dev, restarts, seen, up, devices)
         yield from _per_kind("driver_event_", "driver", [(sup.ctx.name, sup.ctx.counters) for sup in g.supervisors],
                              "Driver events of kind {name}")
 

@@ -115,6 +115,7 @@ def snapshot(registry: CollectorRegistry, now: float | None = None) -> dict[str,
     readings = _by(s, "readings_total", "driver")
     seen = _by(s, "driver_last_seen_timestamp_seconds", "driver")
     up = _by(s, "driver_up", "driver")
+    devices = _by(s, "driver_devices", "driver")
     restarts = _by(s, "driver_restarts_total", "driver")
     errors: dict[str, float] = {}
     for labels, value in s.get(P + "decode_errors_total", []):
@@ -124,6 +125,7 @@ def snapshot(registry: CollectorRegistry, now: float | None = None) -> dict[str,
             "name": name,
             "up": bool(up.get(name, 0)),
             "readings": int(readings[name]),
+            "devices": int(devices.get(name, 0)),
             "decode_errors": int(errors.get(name, 0)),
             "restarts": int(restarts.get(name, 0)),
             "last_reading_age": round(now - seen[name], 1) if seen.get(name) else None,
@@ -233,11 +235,11 @@ def render_text(status: dict[str, Any]) -> str:
         f"verdict: {status['verdict'].upper()}",
         *[f"  - {r}" for r in status["reasons"]],
         "",
-        f"{'driver':<20} {'state':<10} {'readings':>10} {'errors':>8} {'last reading':>14}",
+        f"{'driver':<20} {'state':<10} {'devices':>7} {'readings':>10} {'errors':>8} {'last reading':>14}",
     ]
     for d in status["drivers"]:
         state = "running" if d["up"] else "restarting"
-        lines.append(f"{d['name'][:20]:<20} {state:<10} {d['readings']:>10,} {d['decode_errors']:>8,} "
+        lines.append(f"{d['name'][:20]:<20} {state:<10} {d['devices']:>7,} {d['readings']:>10,} {d['decode_errors']:>8,} "
                      f"{_age(d['last_reading_age']) + ' ago' if d['last_reading_age'] is not None else 'never':>14}")
     lines += ["", f"{'uplink':<20} {'state':<12} {'forwarded':>10} {'backlog':>8} {'oldest':>8}  last error"]
     for u in status["uplinks"]:
@@ -269,7 +271,7 @@ h2{{font-size:15px;margin:10px 0 0}}
 <div class="sub">edge-gateway {version} &middot; up {uptime} &middot; refreshes every 5 s</div>
 <div id="verdict" class="v {verdict}">{verdict_upper}{reasons}</div>
 <h2>Drivers</h2>
-<table><tr><th>driver</th><th class="n">readings</th><th class="n">errors</th><th class="n">last</th></tr>
+<table><tr><th>driver</th><th class="n">devices</th><th class="n">readings</th><th class="n">errors</th><th class="n">last</th></tr>
 {drivers}</table>
 <h2>Uplinks</h2>
 <table><tr><th>uplink</th><th class="n">sent</th><th class="n">backlog</th><th class="n">oldest</th></tr>
@@ -289,7 +291,7 @@ def render_html(status: dict[str, Any]) -> str:
     reasons = "".join(f"<li>{e(r)}</li>" for r in status["reasons"])
     drivers = "".join(
         f'<tr class="driver"><td>{e(d["name"])}{"" if d["up"] else " (restarting)"}</td>'
-        f'<td class="n">{d["readings"]:,}</td><td class="n">{d["decode_errors"]:,}</td>'
+        f'<td class="n">{d["devices"]:,}</td><td class="n">{d["readings"]:,}</td><td class="n">{d["decode_errors"]:,}</td>'
         f'<td class="n">{e(_age(d["last_reading_age"]))}</td></tr>'
         for d in status["drivers"]
     )

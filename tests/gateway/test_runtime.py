@@ -93,7 +93,7 @@ async def test_metrics_endpoint_and_status_command(tmp_path: Path, flaky: None, 
     assert counts["5.0"] == counts["+Inf"]  # acknowledged within seconds of its making
     code = await asyncio.to_thread(cli_main, ["status", "--url", url])
     out = capsys.readouterr().out
-    assert re.search(r"^flaky\s+\S+\s+5\s", out, re.M), out
+    assert re.search(r"^flaky\s+\S+\s+1\s+5\s", out, re.M), out  # 1 device, 5 readings
     assert code == {"OK": 0, "DEGRADED": 1, "UNHEALTHY": 2}[re.search(r"verdict: (\w+)", out)[1]]  # type: ignore[index]
     gateway.request_stop()
     await asyncio.wait_for(task, timeout=15)

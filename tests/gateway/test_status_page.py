@@ -84,7 +84,8 @@ async def test_endpoints_and_status_command(tmp_path: Path, capsys: pytest.Captu
         status = json.loads(body)
         assert code == 200 and kind == "application/json"
         assert status["gateway"] == "cabinet-17" and status["version"]
-        assert [(d["name"], d["readings"], d["up"]) for d in status["drivers"]] == [("park", READINGS, True)]
+        assert [(d["name"], d["devices"], d["readings"], d["up"]) for d in status["drivers"]] == [
+            ("park", 1, READINGS, True)]
         assert status["drivers"][0]["last_reading_age"] is not None
         assert status["uplinks"][0]["name"] == "file" and status["uplinks"][0]["forwarded_batches"] >= 1
         assert status["outbox"]["max_bytes"] == 256 * 1024 * 1024
@@ -184,7 +185,8 @@ async def test_status_page_in_headless_chromium_on_a_phone(tmp_path: Path) -> No
         await asyncio.wait_for(task, timeout=20)
     html = dom.stdout
     assert '<h1 id="gateway">cabinet-17</h1>' in html, dom.stderr[-2000:]
-    assert f'<tr class="driver"><td>park</td><td class="n">{READINGS}</td>' in html
+    # one device (ble:aa), its readings
+    assert f'<tr class="driver"><td>park</td><td class="n">1</td><td class="n">{READINGS}</td>' in html
     assert '<tr class="uplink"><td>file</td>' in html
     assert f'class="v {status["verdict"]}"' in html
     assert 'data-fits="true"' in html  # one screen at 390x844: no scrolling either way
