@@ -16,7 +16,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-__all__ = ["FORMATS", "SimTag", "make_tags"]
+__all__ = ["CARRIES", "FORMATS", "SENDS", "SimTag", "make_tags"]
 
 RUUVI_COMPANY: Final = 0x0499
 BTHOME_UUID: Final = "0000fcd2-0000-1000-8000-00805f9b34fb"
@@ -152,3 +152,19 @@ CARRIES: Final[dict[str, tuple[str, ...]]] = {
 
 def make_tags(per_format: int, formats: tuple[str, ...] = FORMATS, key: bytes = DEFAULT_KEY) -> list[SimTag]:
     return [SimTag(fmt, i, key=key) for fmt in formats for i in range(per_format)]
+
+
+# Every measurement each format's advertisement encodes above (the device's own record of what it
+# sends; sequence numbers, packet ids, counters and flags are not measurements): the city's
+# oracle of readings sent, independent of the gateway's decoders.
+SENDS: Final[dict[str, tuple[str, ...]]] = {
+    "ruuvi5": ("temperature", "humidity", "pressure", "acceleration_x", "acceleration_y", "acceleration_z",
+               "battery_voltage", "tx_power", "movement_count"),
+    "ruuvi3": ("humidity", "temperature", "pressure", "acceleration_x", "acceleration_y", "acceleration_z",
+               "battery_voltage"),
+    "bthome": ("battery", "temperature", "humidity", "pressure"),
+    "bthome_air": ("pm2_5", "pm10", "co2", "tvoc_mass"),
+    "bthome_enc": ("battery", "temperature", "humidity", "pressure"),
+    "pvvx": ("temperature", "humidity", "battery_voltage", "battery"),
+    "atc1441": ("temperature", "humidity", "battery", "battery_voltage"),
+}

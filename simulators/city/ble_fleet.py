@@ -16,16 +16,12 @@ __all__ = ["BleFleet", "ble_readings"]
 
 @cache
 def ble_readings(fmt: str) -> int:
-    """Readings the gateway makes of one measurement of a tag format: the driver's own pipeline
-    applied to the advertisement the simulator builds (rssi included)."""
-    from drivers.ble.pipeline import AdvertisementPipeline
-    from simulators.ble.tags import SimTag
+    """Readings one measurement of a tag format carries: what the simulated tag encodes (its own
+    record, not the gateway's decoder: a decoder that drops a field shows as unexplained), plus
+    the rssi the gateway reports for every advertisement it hears."""
+    from simulators.ble.tags import SENDS
 
-    tag = SimTag(fmt, 0)
-    pipeline = AdvertisementPipeline(bthome_keys={tag.mac: tag.key} if fmt == "bthome_enc" else {})
-    manufacturer, service = tag.advertisement()
-    _, readings = pipeline.process(tag.mac, manufacturer, service, -60, 0.0)
-    return len(readings)
+    return len(SENDS[fmt]) + 1
 
 
 @cache
