@@ -137,6 +137,8 @@ class HealthCollector:
         yield counter("outbox_records_written", "Window records committed", o.records_written)
         yield counter("outbox_evicted_batches", "Batches evicted because the outbox was full", o.evicted_batches)
         yield counter("outbox_evicted_records", "Window records in evicted batches", o.evicted_records)
+        yield counter("outbox_evicted_readings", "Readings covered by the window records and events of evicted batches",
+                      o.evicted_readings)
         yield counter("outbox_dead_letters", "Batches moved to the dead-letter table", o.dead_letters)
         yield counter("outbox_write_errors", "Failed commits (disk full, I/O error)", g.storage_errors)
 

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     records INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    readings INTEGER NOT NULL DEFAULT 0  -- readings its windows cover (+ events): what an eviction loses
 );
 CREATE INDEX IF NOT EXISTS batches_kind ON batches(kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
@@ -89,7 +90,8 @@ CREATE TABLE IF NOT EXISTS evictions (
     last_seq INTEGER NOT NULL,
     batches INTEGER NOT NULL,
     records INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    readings INTEGER NOT NULL DEFAULT 0
 );
 -- rowid order is checkpoint order: appends touch only the last page of the tree
 CREATE TABLE IF NOT EXISTS open_log (id INTEGER PRIMARY KEY, max_start INTEGER NOT NULL, blob BLOB NOT NULL);
@@ -175,6 +177,7 @@ class CommitReport:
     events: int = 0
     evicted_batches: int = 0
     evicted_records: int = 0
+    evicted_readings: int = 0
     deleted: int = 0
 
 
@@ -195,6 +198,7 @@ class OutboxStats:
     bytes_committed: int = 0
     evicted_batches: int = 0
     evicted_records: int = 0
+    evicted_readings: int = 0
     dead_letters: int = 0
     records_written: int = 0
     revisions: int = 0
@@ -250,6 +254,10 @@ class Outbox:
             # WAL checkpoints every ~4 MiB: fewer syncs, fewer SD writes.
             db.execute(f"PRAGMA wal_autocheckpoint={4 * 1024 * 1024 // PAGE_SIZE}")
             db.executescript(_SCHEMA)
+            for table in ("batches", "evictions"):  # databases made before the column existed
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if "readings" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN readings INTEGER NOT NULL DEFAULT 0")
         except (sqlite3.Error, OSError) as error:
             raise StorageError(f"cannot open outbox database {self.path}: {error}") from error
         self._db = db
@@ -272,8 +280,11 @@ class Outbox:
             self._acked_above[name] = set()
         self.stats.dead_letters = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         # evictions are counted across restarts: a gap evicted before a crash stays named
-        evicted = db.execute("SELECT COALESCE(SUM(batches), 0), COALESCE(SUM(records), 0) FROM evictions").fetchone()
+        evicted = db.execute(
+            "SELECT COALESCE(SUM(batches), 0), COALESCE(SUM(records), 0), COALESCE(SUM(readings), 0) FROM evictions"
+        ).fetchone()
         self.stats.evicted_batches, self.stats.evicted_records = int(evicted[0]), int(evicted[1])
+        self.stats.evicted_readings = int(evicted[2])
         self.stats.state_bytes = self._state_bytes(db)
         closed_before = int(meta.get("closed_before", str(-(2**62))))
         open_rows, skipped = self._replay_open_log(db, closed_before)
@@ -433,6 +444,7 @@ class Outbox:
         self.stats.revisions += report.revisions
         self.stats.evicted_batches += report.evicted_batches
         self.stats.evicted_records += report.evicted_records
+        self.stats.evicted_readings += report.evicted_readings
         self.stats.dead_letters += len(commit.dead)
         return report
 
@@ -490,8 +502,9 @@ class Outbox:
         )
         payload = encode_document(document)
         db.execute(
-            "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, kind, now, len(windows) + len(events) + len(keyframe or ()) + len(ended or ()), len(payload), payload),
+            "INSERT INTO batches (seq, kind, created, records, bytes, payload, readings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, kind, now, len(windows) + len(events) + len(keyframe or ()) + len(ended or ()), len(payload), payload,
+             sum(w.count for w in windows) + len(events)),
         )
         return len(payload)
 
@@ -552,9 +565,11 @@ class Outbox:
             return 0
         freed = 0
         last = None
-        lost: list[tuple[int, int]] = []  # (seq, records) of batches some uplink never got
+        lost: list[tuple[int, int, int]] = []  # (seq, records, readings) of batches some uplink never got
         delivered = 0
-        for seq, size, n in db.execute("SELECT seq, bytes, records FROM batches WHERE seq < ? ORDER BY seq", (below,)):
+        for seq, size, n, readings in db.execute(
+            "SELECT seq, bytes, records, readings FROM batches WHERE seq < ? ORDER BY seq", (below,)
+        ):
             if total + state_bytes - freed <= self.max_bytes:
                 break
             last = seq
@@ -563,7 +578,7 @@ class Outbox:
             if all(seq <= cursors[name] or seq in acked[name] for name in cursors):
                 delivered += 1
             else:
-                lost.append((seq, n))
+                lost.append((seq, n, readings))
         if last is None:
             return 0
         db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
@@ -575,10 +590,14 @@ class Outbox:
             while cursors[name] + 1 in acked[name]:
                 cursors[name] += 1
                 acked[name].discard(cursors[name])
-        for first, end, count, records in _runs(lost):
-            db.execute("INSERT INTO evictions VALUES (?, ?, ?, ?, ?)", (first, end, count, records, self.clock()))
+        for first, end, count, records, readings in _runs(lost):
+            db.execute(
+                "INSERT INTO evictions (first_seq, last_seq, batches, records, at, readings) VALUES (?, ?, ?, ?, ?, ?)",
+                (first, end, count, records, self.clock(), readings),
+            )
             report.evicted_batches += count
             report.evicted_records += records
+            report.evicted_readings += readings
             log.warning(
                 "outbox_evicted",
                 first_seq=first,
@@ -662,15 +681,16 @@ def _carry_ends(ended: list[Any]) -> list[CarryEndRecord]:
     ]
 
 
-def _runs(batches: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
-    """Contiguous seq ranges of (seq, records): (first, last, batches, records) each."""
-    out: list[tuple[int, int, int, int]] = []
-    for seq, records in batches:
+def _runs(batches: list[tuple[int, int, int]]) -> list[tuple[int, int, int, int, int]]:
+    """Contiguous seq ranges of (seq, records, readings): (first, last, batches, records,
+    readings) each."""
+    out: list[tuple[int, int, int, int, int]] = []
+    for seq, records, readings in batches:
         if out and out[-1][1] == seq - 1:
-            first, _, count, total = out[-1]
-            out[-1] = (first, seq, count + 1, total + records)
+            first, _, count, total, covered = out[-1]
+            out[-1] = (first, seq, count + 1, total + records, covered + readings)
         else:
-            out.append((seq, seq, 1, records))
+            out.append((seq, seq, 1, records, readings))
     return out
 
 

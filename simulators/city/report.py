@@ -34,7 +34,7 @@ from typing import Any
 from gateway.batch import BatchDecodeError, decode_document
 from simulators.platform.ledger import Ledger
 
-__all__ = ["COLUMNS", "BatchBooks", "FileTail", "build_report", "chain", "fit", "parse_metrics", "render_report"]
+__all__ = ["COLUMNS", "attribute_evictions", "BatchBooks", "FileTail", "build_report", "chain", "fit", "parse_metrics", "render_report"]
 
 
 class BatchBooks:
@@ -176,6 +176,20 @@ def _deficit_order(item: tuple[str, int]) -> int:
     return -abs(item[1])
 
 
+def attribute_evictions(protocols: dict[str, dict[str, Any]], evicted_readings: int) -> None:
+    """Evicted batches explain exactly the readings they covered (the gateway counts them as it
+    evicts), largest deficit first; a loss beyond that stays unexplained (a restart's loss after
+    an eviction is not absorbed by it)."""
+    budget = evicted_readings
+    for line in sorted(protocols.values(), key=lambda p: -p["unexplained"]):
+        if budget <= 0 or line["unexplained"] <= 0:
+            continue
+        taken = min(budget, line["unexplained"])
+        line["evicted"] = taken
+        line["unexplained"] -= taken
+        budget -= taken
+
+
 def build_report(
     *,
     scenario_name: str,
@@ -222,6 +236,9 @@ def build_report(
         "unknown_metric_dropped": int(scalars.get("unknown_metric_dropped", 0)),
     }
     evicted_records = int(scalars.get("outbox_evicted_records", 0))
+    # the readings those records covered (the gateway counts them as it evicts): eviction explains
+    # at most that many, never a loss that happened elsewhere
+    evicted_readings = int(scalars.get("outbox_evicted_readings", 0))
     gaps = ledger.gaps()
     # The gateway's drop counters are gateway-wide (not per driver): they are attributed to the
     # protocols that miss readings, largest deficit first; a remainder is reported, not hidden.
@@ -265,14 +282,7 @@ def build_report(
             "gateway_derived": sum(derived[d] for d in devices),
             "worst_devices": dict(worst),
         }
-    # evicted window records hold an unknown number of readings: they may explain what is left
-    left = sum(max(0, p["unexplained"]) for p in protocols.values())
-    explained_by_eviction = left if evicted_records else 0
-    if explained_by_eviction:
-        for p in protocols.values():
-            if p["unexplained"] > 0:
-                p["evicted"] = p["unexplained"]
-                p["unexplained"] = 0
+    attribute_evictions(protocols, evicted_readings)
     ledger_report = ledger.report()
     totals = {k: sum(p[k] for p in protocols.values())
               for k in ("sent", "covered", "damaged_on_purpose", "in_flight_when_unplugged", "not_scanning",
@@ -292,6 +302,7 @@ def build_report(
             **gateway_drops,
             "outbox_evicted_batches": int(scalars.get("outbox_evicted_batches", 0)),
             "outbox_evicted_records": evicted_records,
+            "outbox_evicted_readings": evicted_readings,
             "missing_seq": gaps,
             "decode_errors": metrics.get("decode_errors", {}),
             "invalid_batches": ledger_report["invalid"],

@@ -159,6 +159,10 @@ def test_a_batch_is_never_evicted_by_the_commit_that_wrote_it(tmp_path: Path) ->
     report = ob.commit(closed_windows(5, start=T0 + 60))  # the next commit makes room
     assert report.evicted_batches == 3 and [b.seq for b in ob.pending("a", set(), 10)] == [4]
     assert ob.evictions() == [(1, 3, 3, 25)]
+    # one reading per window: the readings the eviction lost, counted across a restart
+    assert (report.evicted_readings, ob.stats.evicted_readings) == (25, 25)
+    ob.close()
+    assert make(tmp_path, max_bytes=1, per_batch=10).stats.evicted_readings == 25
 
 
 def test_window_state_counts_against_the_bound(tmp_path: Path) -> None:
@@ -208,3 +212,19 @@ def test_a_batch_every_uplink_acknowledged_is_not_counted_as_evicted(tmp_path: P
     assert ob.evictions() == [(1, 1, 1, 10), (3, 3, 1, 10)]
     assert (ob.stats.evicted_batches, ob.stats.batches) == (2, 1)
     assert ob.cursor("a") == 3 and [b.seq for b in ob.pending("a", set(), 10)] == [4]
+
+
+def test_a_database_from_before_the_readings_column_is_upgraded(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    db.executescript("""
+        CREATE TABLE batches (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, created REAL NOT NULL,
+                              records INTEGER NOT NULL, bytes INTEGER NOT NULL, payload BLOB NOT NULL);
+        CREATE TABLE evictions (first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                                batches INTEGER NOT NULL, records INTEGER NOT NULL, at REAL NOT NULL);
+        INSERT INTO evictions VALUES (1, 2, 2, 20, 0.0);
+    """)
+    db.close()
+    ob = make(tmp_path)
+    assert (ob.stats.evicted_batches, ob.stats.evicted_readings) == (2, 0)  # unknown before: 0
+    ob.commit(closed_windows(5))
+    assert [b.seq for b in ob.pending("a", set(), 10)] == [1]
