@@ -321,9 +321,28 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
     )
 
 
+# A full batch's stored bytes per window record, at most (gzip v2 rows measured 5-40 bytes;
+# this leaves room for long device ids and little compression).
+RECORD_BYTES_BOUND = 64
+# Ticks' worth of full batches the outbox must hold beside the one being written, so a healthy
+# link never sees batches evicted in the commits right after the one that wrote them.
+TICKS_HELD = 4
+
+
+def needed_outbox_bytes(batch_max_records: int) -> int:
+    return TICKS_HELD * batch_max_records * RECORD_BYTES_BOUND
+
+
 def _cross_checks(top: _RawConfig) -> list[str]:
     """Rules that span keys of the gateway's own sections."""
     problems: list[str] = []
+    needed = needed_outbox_bytes(top.outbox.batch_max_records)
+    if top.outbox.max_bytes < needed:
+        problems.append(
+            f"outbox.max_bytes: expected at least {needed:,} bytes ({TICKS_HELD} ticks of full batches of "
+            f"{top.outbox.batch_max_records} records at up to {RECORD_BYTES_BOUND} bytes each), "
+            f"found {top.outbox.max_bytes:,}"
+        )
     if top.runtime.restart_backoff_max < top.runtime.restart_backoff_initial:
         problems.append(
             "runtime.restart_backoff_max: expected >= restart_backoff_initial "

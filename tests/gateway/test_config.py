@@ -37,6 +37,8 @@ def test_defaults_fill_in_and_the_file_uplink_is_the_default() -> None:
         ({"windows": {"grace": "ten"}}, "windows.grace: expected a number >= 0 and <= 3600, found 'ten'"),
         ({"windows": {"windoww": 60}}, "windows.windoww: unknown key"),
         ({"outbox": {"max_bytes": 10}}, "outbox.max_bytes: expected a whole number >= 65536, found 10"),
+        ({"outbox": {"max_bytes": 100 * 1024}}, "outbox.max_bytes: expected at least 128,000 bytes (4 ticks of "
+         "full batches of 500 records at up to 64 bytes each), found 102,400"),
         ({"gateway": {"id": "bad id!"}}, "gateway.id: expected 1 to 64 letters, digits"),
         ({"log": {"level": "loud"}}, 'log.level: expected one of "debug", "error", "info", "warning", found \'loud\''),
         ({"health": {"listen": "nowhere"}}, "health.listen: expected host:port"),
