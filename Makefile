@@ -9,7 +9,7 @@ DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libgli
           prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-deps demo-replay test test-fast venv test-deps lint bench clean deb deb-deps
+.PHONY: demo demo-deps demo-replay faults test test-fast venv test-deps lint bench clean deb deb-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,10 @@ test: test-deps $(VENV)/.test-installed lint
 # For development: everything but the slow tests (under a minute on 2 cores).
 test-fast: $(VENV)/.test-installed
 	$(PYTEST) -m "not slow"
+
+# The fault table: one small city per fault, every loss named (exit 1 on any unexplained one).
+faults: test-deps $(VENV)/.test-installed
+	$(PY) -m benchmarks.faults
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.windows
