@@ -378,13 +378,25 @@ def _remote_config_checks(section: RemoteConfigSection, uplinks: list[Any]) -> l
     return problems
 
 
+# The same bound as a reload or a remote config (gateway/reload.py MAX_CONFIG_BYTES).
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML file; raises ConfigError naming the file on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_FILE_BYTES + 1)  # a huge file is never read in full
     except OSError as error:
         raise ConfigError([f"{path}: cannot read ({error.strerror or error})"]) from None
+    if len(data) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError([f"{path}: too large (more than {MAX_CONFIG_FILE_BYTES:,} bytes; a config is "
+                           "a few kilobytes)"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {error.start})"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

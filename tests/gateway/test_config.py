@@ -101,3 +101,16 @@ def test_check_config_on_unparseable_toml_names_the_file(tmp_path: Path) -> None
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(broken)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "not valid TOML" in result.stderr and "broken.toml" in result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'[gateway]\nid = "g', "not valid TOML"),  # cut short
+    (b"\xff\xfe not text", "not UTF-8 text (byte 0)"),
+    (b"# " + b"x" * (1024 * 1024), "too large (more than 1,048,576 bytes"),
+])
+def test_a_broken_config_file_says_why_and_changes_nothing(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert len(caught.value.problems) == 1 and message in caught.value.problems[0], caught.value.problems
