@@ -40,3 +40,20 @@ async def async_wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         await asyncio.sleep(interval)  # poll step inside a wait-for-condition
+
+
+async def async_holds(
+    condition: Callable[[], object],
+    duration: float,
+    interval: float = 0.02,
+    what: str = "",
+) -> None:
+    """Poll `condition` for `duration` seconds and fail the moment it is false: for what must
+    NOT happen (no watchdog ping while stalled), which no wait-for-condition can show."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not condition():
+            raise AssertionError(f"no longer true: {what or condition}")
+        await asyncio.sleep(interval)  # poll step inside a bounded watch
+    if not condition():
+        raise AssertionError(f"no longer true: {what or condition}")
