@@ -34,6 +34,16 @@ def _load(path: str | None) -> Config:
     return default_config() if path is None else load_config(path)
 
 
+def _load_or_report(path: str | None) -> Config | None:
+    """The config to run, or None after printing every problem (the caller exits 2)."""
+    try:
+        return _load(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return None
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.checks import check_host
 
@@ -88,11 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.runtime import Gateway
 
-    try:
-        config = _load(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    config = _load_or_report(args.config)
+    if config is None:
         return 2
     configure_logging(config.log.level, config.log.format)
     gateway = Gateway(config)
@@ -113,11 +120,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.testmode import run_test
 
-    try:
-        config = _load(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    config = _load_or_report(args.config)
+    if config is None:
         return 2
     configure_logging(config.log.level, config.log.format)
     shown = args.driver or ", ".join(d.name for d in config.drivers)

@@ -138,11 +138,15 @@ class DriverContext:
         """A driver-specific counter, exported as `driver_events_total{driver,counter}`."""
         self.counters[counter] = self.counters.get(counter, 0) + n
 
-    def warn_once(self, cause: str, event: str, **fields: Any) -> None:
-        """Log a warning the first time `cause` happens (the caller counts every time)."""
+    def state_write_failed(self, path: object, error: OSError, note: str = "") -> None:
+        """A driver's own state file the disk refused (full, read-only): counted every time,
+        logged once per errno; the driver keeps the state and writes it again later."""
+        self.count("state_write_failed")
+        cause = f"state_write_failed:{error.errno}"
         if cause not in self._logged_causes:
             self._logged_causes.add(cause)
-            self.log.warning(event, **fields)
+            self.log.warning("state_write_failed", path=str(path), reason=str(error),
+                             note=note or "kept in memory and written again later")
 
 
 class Driver(abc.ABC, Generic[ConfigT]):

@@ -26,6 +26,7 @@ from gateway.windows import (
     is_gauge,
     last_point,
     merge,
+    point_order,
     prior_of,
     set_prior,
 )
@@ -39,10 +40,6 @@ class WindowStore(Protocol):
     def get(self, start: int, key: SeriesKey) -> tuple[int, list[Any]] | None: ...
 
     def put(self, start: int, key: SeriesKey, revision: int, acc: list[Any]) -> None: ...
-
-
-def _order(point: list[Any]) -> tuple[float, str]:
-    return (point[0], str(point[1]))
 
 
 def close_records(
@@ -142,7 +139,7 @@ def _revise_next(
         return 0
     next_start, revision, next_acc = following
     prior = prior_of(next_acc)
-    if prior is not None and _order(prior) >= _order(carried):
+    if prior is not None and point_order(prior) >= point_order(carried):
         return 0  # it already starts from this reading or a newer one
     set_prior(next_acc, [carried[0], carried[1]])
     records.append(finalize(key[0], key[1], next_start, window, next_acc, revision + 1))

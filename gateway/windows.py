@@ -53,6 +53,7 @@ __all__ = [
     "is_state",
     "last_point",
     "merge",
+    "point_order",
     "points_of",
     "prior_of",
     "quiet_state",
@@ -329,11 +330,11 @@ class Aggregator:
             for key, acc in self._late[late_start].items():
                 late.append((late_start, key, acc))
                 if acc[0] != GAUGE:
-                    newest = max(acc[P_POINTS], key=_point_order)
+                    newest = max(acc[P_POINTS], key=point_order)
                     carried = carry.get(key)
                     if key not in late_priors:
                         late_priors[key] = list(carried) if carried is not None else None
-                    if carried is None or _point_order(newest) > (carried[0], str(carried[1])):
+                    if carried is None or point_order(newest) > (carried[0], str(carried[1])):
                         carry[key] = (newest[0], newest[1])
                         changed.add(key)
         self._late = {}
@@ -345,7 +346,7 @@ class Aggregator:
                     if prior is not None and prior[0] < start:
                         acc[P_PRIOR] = [prior[0], prior[1]]
                         acc[P_DIRTY] = True  # the stored row must carry its prior for revisions
-                    last = max(acc[P_POINTS], key=_point_order)
+                    last = max(acc[P_POINTS], key=point_order)
                     carry[key] = (last[0], last[1])
                     changed.add(key)
                 closed.append((start, key, acc))
@@ -485,12 +486,12 @@ def quiet_state(prior: list[Any]) -> list[Any]:
 def last_point(acc: list[Any]) -> list[Any] | None:
     """The newest reading a counter or state accumulator knows: its own, else its prior."""
     if acc[P_POINTS]:
-        newest = max(acc[P_POINTS], key=_point_order)
+        newest = max(acc[P_POINTS], key=point_order)
         return [newest[0], newest[1]]
     return acc[P_PRIOR]
 
 
-def _point_order(point: Sequence[Any]) -> tuple[float, str]:
+def point_order(point: Sequence[Any]) -> tuple[float, str]:
     # Ties in event time are broken by the value's text so every arrival order agrees.
     return (point[0], str(point[1]))
 
@@ -538,7 +539,7 @@ def finalize(
         return WindowRecord(
             **common, min=acc[2], max=acc[3], mean=acc[4] / acc[1], last=acc[5]
         )
-    points = sorted(acc[P_POINTS], key=_point_order)
+    points = sorted(acc[P_POINTS], key=point_order)
     if kind == COUNTER:
         return WindowRecord(**common, **_counter_fields(points, wrap, acc[P_PRIOR]))
     return WindowRecord(**common, **_state_fields(points, acc[P_PRIOR], start, start + window))

@@ -82,6 +82,11 @@ class ReplayGuard:
         self._dirty = True
         return True
 
+    @property
+    def path(self) -> Path | None:
+        """Where the counters are kept (None: in memory only)."""
+        return self._path
+
     def last(self, device: str) -> int | None:
         return self._counters.get(device)
 

@@ -142,7 +142,6 @@ class BleDriver(Driver[Config]):
         try:
             self.pipeline.replay.save()
         except OSError as error:
-            self.ctx.count("state_write_failed")
-            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
-                               reason=str(error), note="replay counters kept in memory, written again later")
+            self.ctx.state_write_failed(self.pipeline.replay.path, error,
+                                        "replay counters kept in memory, written again later")
 

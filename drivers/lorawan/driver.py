@@ -106,10 +106,8 @@ class LoRaWANDriver(Driver[Config]):
             await asyncio.to_thread(self.store.write, files)
         except OSError as error:
             self.store.unwritten(files)
-            self.ctx.count("state_write_failed")
-            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
-                               path=str(self.store.path), reason=str(error),
-                               note="sessions kept in memory and written again at the next flush")
+            self.ctx.state_write_failed(self.store.path, error,
+                                        "sessions kept in memory and written again at the next flush")
 
     # --- network-server mode -------------------------------------------------------------------
 

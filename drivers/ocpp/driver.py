@@ -169,9 +169,7 @@ class OcppDriver(Driver[Config]):
         except OSError as error:
             for mirror in changed:
                 mirror.changed = True
-            self.ctx.count("state_write_failed")
-            self.ctx.warn_once(f"state_write_failed:{error.errno}", "state_write_failed",
-                               path=str(self._transactions.path), reason=str(error))
+            self.ctx.state_write_failed(self._transactions.path, error)
 
     async def _serve_charge_point(self, connection: ServerConnection) -> None:
         ctx = self.ctx
