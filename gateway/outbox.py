@@ -110,8 +110,10 @@ CREATE TABLE IF NOT EXISTS carry (
 PAGE_SIZE = 1024
 # Dead letters kept at most (oldest deleted first): they are for inspection, not delivery.
 DEAD_LETTER_LIMIT = 1000
-# closed_windows rows past max_lateness are pruned at most this often (seconds).
+# closed_windows rows past max_lateness are pruned at most this often (seconds); the window
+# state's size is measured this often too, and at every commit once the outbox is this full.
 PRUNE_INTERVAL = 60.0
+STATE_RECOUNT_AT = 0.9
 
 _acc_encoder = msgspec.msgpack.Encoder()
 _acc_decoder = msgspec.msgpack.Decoder()
@@ -235,6 +237,7 @@ class Outbox:
         self._cursor: dict[str, int] = {}
         self._acked_above: dict[str, set[int]] = {}
         self._last_prune = 0.0
+        self._state_counted = 0.0  # commit time the window state's size was last measured
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -410,7 +413,11 @@ class Outbox:
             total -= self._delete_delivered(db, cursors, report)
             # window state shares the bound: batches give way to it, oldest first, but never a
             # batch written by this very commit (it would be lost before any uplink saw it)
-            state_bytes = self._state_bytes(db)
+            # measuring the state scans the carry table: only near the bound or once a minute
+            state_bytes = self.stats.state_bytes
+            if total + state_bytes > self.max_bytes * STATE_RECOUNT_AT or commit.now - self._state_counted >= PRUNE_INTERVAL:
+                state_bytes = self._state_bytes(db)
+                self._state_counted = commit.now
             total -= self._evict(db, total, state_bytes, cursors, acked, report, below=self._next_seq)
             for name, value in cursors.items():
                 if value != self._cursor.get(name):
