@@ -9,7 +9,7 @@ DEBS   := mosquitto mosquitto-clients victoria-metrics dbus libdbus-1-dev libgli
           prometheus chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-deps demo-replay faults test test-fast venv test-deps lint bench clean deb deb-deps
+.PHONY: demo demo-deps demo-replay faults fuzz test test-fast venv test-deps lint bench clean deb deb-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,18 +66,20 @@ COVERAGE := $(VENV)/bin/coverage
 # Absolute, and inherited by every process the tests start, whatever their working directory.
 COVERAGE_DIR := $(CURDIR)/build/coverage
 
-# CI runs this (.ci/run): lint, then the fast suite and the slow one (tests marked `slow`: real
+# CI runs this (.ci/run): lint, then the fast suite, the slow one (tests marked `slow`: real
 # gateway or simulator processes, end to end over brokers, ptys and D-Bus, the city, the
-# package). Both always run; the target fails if either did. Coverage is measured in both and
+# package) and the bounded fuzz run (`fuzz`). All three always run; the target fails if any did. Coverage is measured in both and
 # in the processes they start ([tool.coverage.run] in pyproject.toml), then printed: the least
 # covered modules and the total.
 test: test-deps $(VENV)/.test-installed lint
 	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR); \
 	export COVERAGE_FILE=$(COVERAGE_DIR)/.coverage; status=0; \
 	echo "== fast suite (-m 'not slow')"; \
-	$(COVERAGE) run -m pytest -q -p no:cacheprovider -m "not slow" || status=$$?; \
+	$(COVERAGE) run -m pytest -q -p no:cacheprovider -m "not slow and not fuzz" || status=$$?; \
 	echo "== slow suite (-m slow)"; \
 	$(COVERAGE) run -m pytest -q -p no:cacheprovider -m slow || status=$$?; \
+	echo "== fuzz run (-m fuzz, $(FUZZ_EXAMPLES) inputs per decoder)"; \
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -m fuzz || status=$$?; \
 	$(COVERAGE) combine -q && { \
 	echo "== coverage, least covered modules first (full table: $(COVERAGE) report)"; \
 	$(COVERAGE) report | sed -n '1,17p'; \
@@ -85,9 +87,16 @@ test: test-deps $(VENV)/.test-installed lint
 	}; \
 	exit $$status
 
-# For development: everything but the slow tests (under a minute on 2 cores).
+# For development: everything but the slow tests and the fuzz run (under a minute on 2 cores).
 test-fast: $(VENV)/.test-installed
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not fuzz"
+
+# Every decoder that reads field or network bytes, fed mutated published frames, arbitrary bytes
+# and nesting/length extremes (tests/fuzz); only the decoder's own error may come out.
+# FUZZ_EXAMPLES inputs per decoder: 5,000 take about two minutes on 2 cores; raise it for a long run.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.test-installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -m fuzz
 
 # The fault table: one small city per fault, every loss named (exit 1 on any unexplained one).
 faults: test-deps $(VENV)/.test-installed

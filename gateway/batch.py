@@ -245,6 +245,8 @@ def decode_document(payload: bytes) -> BatchDocument:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as error:
         raise BatchDecodeError(f"not JSON: {error}") from error
+    except RecursionError:  # msgspec's own nesting guard; a batch nests four levels at most
+        raise BatchDecodeError("not a batch: nested too deep") from None
     if not isinstance(raw, dict):
         raise BatchDecodeError("not a JSON object")
     version = raw.get("version")

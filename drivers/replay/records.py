@@ -91,6 +91,9 @@ def _iter_jsonl(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
         except msgspec.DecodeError as error:
             yield ReplayDecodeError("bad_json", str(error), line=number)
             continue
+        except RecursionError:  # msgspec's own nesting guard: a record is flat, this is garbage
+            yield ReplayDecodeError("bad_json", "nested too deep", line=number)
+            continue
         try:
             yield parse_record(record.device, record.metric, record.value, record.ts, line=number)
         except ReplayDecodeError as error:
