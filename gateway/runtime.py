@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ from gateway.config import Config
 from gateway.driver import Driver, DriverContext
 from gateway.errors import ConfigError, StorageError
 from gateway.model import Event, metric
-from gateway.outbox import Commit, Outbox, encode_checkpoint
+from gateway.outbox import Commit, Outbox, Restored, encode_checkpoint
 from gateway.registry import load_driver, load_uplink
 from gateway.reload import (
     ReloadCollector,
@@ -68,6 +70,28 @@ PENDING_EVENTS = 10_000
 PENDING_CHECKPOINT_BYTES = 8 * 1024 * 1024
 # systemd STATUS= (the line `systemctl status` shows) is refreshed this often (seconds).
 STATUS_EVERY = 10.0
+# Below this much free space in the state dir, an outbox that cannot open is waiting for space,
+# not broken: SQLite needs room for its WAL and shared-memory files before it reads anything.
+DISK_FULL_BELOW = 256 * 1024
+
+
+class StoppedWhileWaiting(Exception):
+    """SIGTERM arrived while the gateway waited for disk space to open its outbox."""
+
+
+def disk_full(path: Any, error: BaseException) -> bool:
+    """True when `error` (opening the outbox) comes from a full disk rather than a fault: the
+    errno says so, or the state dir's file system has (almost) no space left. SQLite reports a
+    WAL file it could not create as "disk I/O error", hence the second test."""
+    cause = error.__cause__ or error
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "disk is full" in str(cause):
+        return True
+    try:
+        return shutil.disk_usage(path).free < DISK_FULL_BELOW
+    except OSError:
+        return False
 
 
 class DriverSupervisor:
@@ -400,8 +424,45 @@ class Gateway:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def _open_outbox(self) -> Restored:
+        """Open the outbox; on a full disk, wait for space instead of exiting.
+
+        A gateway restarted by systemd on a still-full disk would otherwise exit and be
+        restarted in a loop. While it waits it is up but degraded: READY=1 with a STATUS that
+        says why, WATCHDOG=1 kept (no progress only because of the disk), one log line, and
+        SIGTERM ends it at once. Nothing is read from the devices until the outbox opens:
+        without it the gateway knows neither its stream nor its next batch number."""
+        backoff = Backoff(1.0, 30.0)
+        waiting_since = 0.0
+        while True:
+            try:
+                restored: Restored = await self.outbox_call(Outbox.open)
+            except StorageError as error:
+                if not disk_full(self.state_dir, error):
+                    raise
+                if not waiting_since:
+                    waiting_since = time.monotonic()
+                    self.storage_errors += 1
+                    log.error("outbox_disk_full_at_start", state_dir=str(self.state_dir), error=str(error),
+                              note="waiting for space; checking again with backoff up to 30 s")
+                    self.notifier.notify("READY=1", f"STATUS=degraded: disk full in {self.state_dir}, "
+                                                    "waiting for space to open the outbox")
+            else:
+                if waiting_since:
+                    log.info("outbox_opened_after_disk_full", waited_s=round(time.monotonic() - waiting_since, 1))
+                return restored
+            delay = backoff.next_delay()
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                self.notifier.notify("WATCHDOG=1")
+                step = min(deadline - time.monotonic(), self.notifier.watchdog_interval / 2 or delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=max(step, 0.0))
+                if self._stop.is_set():
+                    raise StoppedWhileWaiting()
+
     async def start(self) -> None:
-        restored = await self.outbox_call(Outbox.open)
+        restored = await self._open_outbox()
         resumed = self.aggregator.restore(restored.closed_before, restored.open_rows, restored.carry)
         self._persisted_boundary = restored.closed_before
         now = self.clock()
@@ -442,7 +503,13 @@ class Gateway:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._before_start()
-        await self.start()
+        try:
+            await self.start()
+        except StoppedWhileWaiting:
+            log.info("gateway_stopped", reason="stopped while waiting for disk space; nothing was read")
+            self.notifier.notify("STOPPING=1")
+            self._executor.shutdown(wait=False)
+            return self.summary()
         tasks = [asyncio.create_task(s.run(), name=f"driver:{s.ctx.name}") for s in self.supervisors]
         runner_tasks = [asyncio.create_task(r.run(), name=f"uplink:{r.name}") for r in self.runners]
         self._after_start(tasks, runner_tasks)

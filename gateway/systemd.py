@@ -33,7 +33,11 @@ class Notifier:
             target = "\0" + target[1:]
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: these calls run on the event loop, and a receiver that stops
+                # reading (a busy or hung manager, a test) must cost a dropped status line, not
+                # a stalled loop. The next WATCHDOG=1 or STATUS= replaces a dropped one.
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto("\n".join(lines).encode(), target)
             return True
         except OSError:
