@@ -49,9 +49,11 @@ from tests.drivers.lorawan.test_network_server import CS3, CS4, TTS
 from tests.drivers.lorawan.test_semtech_udp import PUSH_JSON, TXPK_JSON
 from tests.drivers.ocpp.vectors import VECTORS as OCPP_VECTORS
 from tests.drivers.serial import vectors as serial_vectors
-from tests.fuzz.inputs import FUZZ, around, json_values, mutated, nested_json, sized
+from tests.fuzz.inputs import EXAMPLES, FUZZ, around, json_values, mutated, nested_json, sized
 
-pytestmark = pytest.mark.fuzz
+# pytest-timeout's 300 s is sized for one test of the suite; a target here runs EXAMPLES inputs,
+# up to ~6 ms each on a loaded 2-core machine (OCPP payloads are the slowest to generate).
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(max(300, int(EXAMPLES * 0.03)))]
 
 # Depths at and past every JSON cap here, and the 5,000 that once killed an OCPP session.
 DEPTHS = sorted({MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH,
