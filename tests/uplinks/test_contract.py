@@ -165,6 +165,16 @@ class MqttPeer(Peer):
         await asyncio.to_thread(self.broker.stop)
 
 
+class Mqtt311Peer(MqttPeer):
+    """MQTT 3.1.1: the CONNACK cannot announce a packet limit, so the uplink is told the
+    broker's (max_packet_size); no PUBACK reason codes either, so no require_subscriber."""
+
+    def config(self, **common: Any) -> Any:
+        return mqtt.Config(type="mqtt", host=self.broker.host, port=self.broker.port, protocol="3.1.1",
+                           max_packet_size=self.broker.max_packet_size, connect_timeout=2.0,
+                           ack_timeout=5.0, **common)
+
+
 @dataclass
 class SizeLimitedBroker(Broker):
     """Mosquitto with `max_packet_size`: it announces the limit in its CONNACK (Maximum Packet
@@ -341,9 +351,10 @@ async def make_peer(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
                     *, for_acks: bool = False, size_limit: int = 0) -> Peer:
     if kind == "file":
         return FilePeer(tmp_path)
-    if kind == "mqtt":
+    if kind in ("mqtt", "mqtt-3.1.1"):
         (tmp_path / "broker").mkdir()
-        return await MqttPeer(tmp_path / "broker", max_packet_size=size_limit).start()
+        peer_class = MqttPeer if kind == "mqtt" else Mqtt311Peer
+        return await peer_class(tmp_path / "broker", max_packet_size=size_limit).start()
     if for_acks:
         return VictoriaPeer(request.getfixturevalue("victoria"))
     return InfluxPeer(request.getfixturevalue("scripted_http"))
@@ -409,6 +420,9 @@ async def test_transient_failure_keeps_batches_and_delivers_them_in_order_after_
     # MQTT: the broker's CONNACK names its Maximum Packet Size (MQTT 5.0 3.2.2.3.6); a batch
     # over it is refused before it is sent
     pytest.param("mqtt", marks=[pytest.mark.slow]),
+    # MQTT 3.1.1: the same broker limit, known to the uplink from its max_packet_size (without
+    # it the broker closes the connection on the batch and it was sent again for ever)
+    pytest.param("mqtt-3.1.1", marks=[pytest.mark.slow]),
     "influxdb",
 ])
 async def test_a_malformed_batch_goes_to_dead_letters_and_the_queue_goes_on(
@@ -417,7 +431,7 @@ async def test_a_malformed_batch_goes_to_dead_letters_and_the_queue_goes_on(
         pytest.skip("the file uplink has no platform that refuses a batch as malformed")
     # MQTT: a broker that takes no packet much larger than the normal batches
     limit = 0
-    if kind == "mqtt":
+    if kind.startswith("mqtt"):
         limit = max(len(closed_windows_payload(i)) for i in range(BATCHES + 1)) + 256
     peer = await make_peer(kind, tmp_path, request, size_limit=limit)
     harness = Harness(tmp_path, peer)
@@ -425,7 +439,7 @@ async def test_a_malformed_batch_goes_to_dead_letters_and_the_queue_goes_on(
         before = await harness.store(2)
         await async_wait_for(lambda: _equals(harness.cursor(), 2), timeout=30,
                              what=f"{kind}: the first batches acknowledged")
-        if kind == "mqtt":
+        if kind.startswith("mqtt"):
             refused_seq = await store_oversized(harness, limit)
         else:
             await peer.refuse_next()
@@ -438,7 +452,7 @@ async def test_a_malformed_batch_goes_to_dead_letters_and_the_queue_goes_on(
         await async_wait_for(lambda: set(before + after) <= set(peer.arrived()), timeout=30,
                              what=f"{kind}: the batches around it at the platform")
         assert await harness.kept() == 0
-    assert [(name, seq) for name, seq, _ in dead] == [(kind, refused_seq)]
+    assert [(name, seq) for name, seq, _ in dead] == [(peer.name, refused_seq)]
     assert harness.runner.dead_lettered == 1
     assert harness.runner.forwarded_batches == 5
     assert peer.arrived() == before + after

@@ -420,6 +420,14 @@ class MqttUplink(Uplink[Config]):
 
     # ----------------------------------------------------------------- publishing
 
+    def packet_limit(self) -> tuple[int | None, str]:
+        """The largest PUBLISH the broker takes, and where that figure comes from: its CONNACK
+        (MQTT 5) or the configured max_packet_size (any protocol), the smaller of the two."""
+        announced, configured = self.max_packet_size, self.config.max_packet_size
+        if configured and (announced is None or configured < announced):
+            return configured, "the configured max_packet_size"
+        return announced, "the broker's Maximum Packet Size"
+
     async def _publish(self, topic: str, payload: bytes, *, properties: Properties | None = None,
                        retain: bool = False, ack_wait: float, need_subscriber: bool = False) -> None:
         client = self._client
@@ -427,12 +435,12 @@ class MqttUplink(Uplink[Config]):
             raise UplinkUnavailable("mqtt not connected")
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        limit = self.max_packet_size
+        limit, source = self.packet_limit()
         if limit is not None and _publish_size(topic, payload, properties) > limit:
             # The broker would drop the PUBLISH and close the connection (MQTT 5.0 3.2.2.3.6):
             # retrying could never succeed, so the batch goes to the dead letters.
             raise BatchRejected(f"a PUBLISH of {_publish_size(topic, payload, properties)} bytes exceeds "
-                                f"the broker's Maximum Packet Size of {limit}")
+                                f"{source} of {limit}")
         info = client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             if info.rc == mqtt.MQTT_ERR_PAYLOAD_SIZE:

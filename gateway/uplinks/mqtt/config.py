@@ -66,6 +66,11 @@ class Config(UplinkSettings, kw_only=True, forbid_unknown_fields=True):
     # a batch stays in the outbox until the platform's receiver is subscribed (the broker keeps
     # nothing for absent clean-session subscribers).
     require_subscriber: bool = False
+    # The broker's limit on one packet in bytes, for brokers that cannot announce it (MQTT 3.1.1
+    # has no CONNACK properties; Mosquitto's max_packet_size closes the connection on a larger
+    # PUBLISH): a batch over it goes to the dead letters instead of being sent again for ever.
+    # 0: no limit known. Under MQTT 5 the smaller of this and the announced limit applies.
+    max_packet_size: Annotated[int, msgspec.Meta(ge=0, le=268_435_460)] = 0
     # Seconds to wait for the TCP/TLS connection and the broker's CONNACK.
     connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     # Seconds to wait for a PUBACK before the batch counts as not delivered (and is retried).
