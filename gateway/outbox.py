@@ -236,6 +236,9 @@ class Outbox:
         self._next_seq = 1
         self._cursor: dict[str, int] = {}
         self._acked_above: dict[str, set[int]] = {}
+        # each uplink runner's live set of batches it holds (see `pending`): eviction stops
+        # below the lowest of them
+        self._held: dict[str, set[int]] = {}
         self._last_prune = 0.0
         self._state_counted = 0.0  # commit time the window state's size was last measured
 
@@ -418,7 +421,8 @@ class Outbox:
             if total + state_bytes > self.max_bytes * STATE_RECOUNT_AT or commit.now - self._state_counted >= PRUNE_INTERVAL:
                 state_bytes = self._state_bytes(db)
                 self._state_counted = commit.now
-            total -= self._evict(db, total, state_bytes, cursors, acked, report, below=self._next_seq)
+            below = min([self._next_seq, *(self._lowest_held(name) for name in cursors)])
+            total -= self._evict(db, total, state_bytes, cursors, acked, report, below=below)
             for name, value in cursors.items():
                 if value != self._cursor.get(name):
                     db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, value))
@@ -630,8 +634,28 @@ class Outbox:
 
     # -- reading for uplinks -----------------------------------------------------------------
 
-    def pending(self, uplink: str, exclude: set[int], limit: int) -> list[Batch]:
-        """Batches this uplink has not acknowledged: events first, then the oldest windows."""
+    def _lowest_held(self, uplink: str) -> int:
+        # set.copy() runs under the GIL in one step: the runner adds and discards on the loop
+        # thread while this runs on the outbox thread
+        held = self._held.get(uplink)
+        return min(held.copy(), default=self._next_seq) if held else self._next_seq
+
+    def pending(self, uplink: str, exclude: set[int], limit: int, *, held: set[int] | None = None) -> list[Batch]:
+        """Batches this uplink has not acknowledged: events first, then the oldest windows.
+
+        `held` is the caller's live set of batches that must not be evicted: the ones returned
+        are added to it here, on the outbox thread, so no commit can evict a batch between
+        being handed out and being sent. The caller keeps each one there while it is under way
+        and until its acknowledgement rides a commit (which applies acknowledgements before it
+        evicts); a batch evicted in between would be counted as lost although it arrived."""
+        if held is not None:
+            self._held[uplink] = held
+        out = self._pending(uplink, exclude, limit)
+        if held is not None:
+            held.update(batch.seq for batch in out)
+        return out
+
+    def _pending(self, uplink: str, exclude: set[int], limit: int) -> list[Batch]:
         db = self.db
         cursor = self._cursor[uplink]
         skip = exclude | self._acked_above[uplink]

@@ -82,6 +82,10 @@ class UplinkRunner:
         self._next_send = 0.0
         self.wake = asyncio.Event()
         self._inflight: set[int] = set()
+        # Batches the outbox must not evict: handed out (the outbox adds them in `pending`),
+        # under way, or answered (acknowledged or dead-lettered) until the answer rides a
+        # commit. Evicting one of them would count as lost a batch that reached the platform.
+        self._held: set[int] = set()
         self._done: set[int] = set()  # acknowledged, not yet committed to the outbox
         self._acks: list[int] = []
         self._dead: list[tuple[str, int, str]] = []
@@ -105,6 +109,9 @@ class UplinkRunner:
     def take_acks(self) -> tuple[list[int], list[tuple[str, int, str]]]:
         acks, dead = self._acks, self._dead
         self._acks, self._dead = [], []
+        # the commit these go into applies them before it evicts anything
+        self._held.difference_update(acks)
+        self._held.difference_update(seq for _, seq, _ in dead)
         return acks, dead
 
     @property
@@ -171,8 +178,10 @@ class UplinkRunner:
             if room > 0:
                 batches, cursor = await self._outbox_call(self._pending, room)
                 self._done = {s for s in self._done if s > cursor}
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 if self._failure is not None or self._stopping:
+                    # handed out (and so held by the outbox) but not sent
+                    self._held.difference_update(b.seq for b in batches[index:])
                     break
                 await self._pace()
                 self._inflight.add(batch.seq)
@@ -190,7 +199,8 @@ class UplinkRunner:
 
     def _pending(self, outbox: Any, room: int) -> tuple[list[Batch], int]:
         exclude = self._inflight | self._done
-        return outbox.pending(self.name, exclude, room), outbox.cursor(self.name)
+        # the outbox adds what it hands out to self._held itself, on its own thread
+        return outbox.pending(self.name, exclude, room, held=self._held), outbox.cursor(self.name)
 
     async def _pace(self) -> None:
         if not self._spacing:
@@ -215,8 +225,10 @@ class UplinkRunner:
                 status=error.status,
             )
         except asyncio.CancelledError:
+            self._held.discard(batch.seq)
             raise
         except Exception as error:  # noqa: BLE001 - UplinkUnavailable or anything unexpected
+            self._held.discard(batch.seq)  # not delivered: an ordinary stored batch again
             if self._failure is None:
                 self._failure = error
             self.wake.set()

@@ -73,6 +73,23 @@ def test_cursors_survive_a_restart_and_unacked_batches_are_sent_again(tmp_path: 
     assert again.pending("a", set(), 10)[-1].seq == 4, "sequence continues after a restart"
 
 
+def test_a_batch_under_way_is_never_evicted_before_its_answer(tmp_path: Path) -> None:
+    """Handed out, then the outbox fills: eviction stops below it (its PUBACK may be on the
+    wire; counting it as lost and then having it arrive would name a gap the platform never
+    saw). Once its answer is committed, or the send failed, it is evicted like any other."""
+    ob = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
+    ob.commit(closed_windows(50))
+    ob.commit(closed_windows(50, start=T0 + 60))
+    held: set[int] = set()
+    assert [b.seq for b in ob.pending("a", set(), 1, held=held)] == [1] and held == {1}
+    for i in range(2, 200):
+        ob.commit(closed_windows(50, start=T0 + 60 * i))
+    assert ob.stats.evicted_batches == 0 and ob.cursor("a") == 0  # held at batch 1
+    held.discard(1)  # the send failed: batch 1 is an ordinary unacknowledged batch again
+    ob.commit(closed_windows(50, start=T0 + 60 * 200))
+    assert ob.evictions()[0][0] == 1 and ob.stats.bytes <= 64 * 1024
+
+
 def test_full_outbox_evicts_oldest_batches_counts_them_and_moves_cursors(tmp_path: Path) -> None:
     ob = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
     for i in range(200):  # ~500 compressed bytes a batch
