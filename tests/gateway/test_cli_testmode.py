@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from simulators.serial import Faults, Sds011Sim
+from simulators.serial import Sds011Sim
+from tests.support.faults import CappedFaults
+from tests.support.wait import async_wait_for
 
 # slow: the gateway CLI as a real process (make test-fast leaves it out)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -90,16 +92,21 @@ async def test_unknown_driver_name_is_refused(tmp_path: Path) -> None:
 
 
 async def test_sds011_on_a_pty_shows_its_readings_and_its_bad_frames(tmp_path: Path) -> None:
-    # which frames the driver sees depends on when it opens the port (input is flushed on open):
-    # with half the frames corrupted and 90 readings (~30 frames) it sees a bad one but for
-    # a chance of about 1e-9
+    # The driver flushes the port's input when it opens it, so the sensor stays silent until
+    # the driver's reporting-mode command says the port is open: from then on the driver reads
+    # every frame. Five frames are corrupted (seeded, among the first dozen), far inside the
+    # ~45 frames that 90 readings take: the CLI must count exactly those five.
     sim = Sds011Sim(tmp_path / "ttySDS", mode="active", period=0.02,
-                    faults=Faults(corrupt=0.5, seed=5))
+                    faults=CappedFaults(corrupt=0.5, seed=5, silent=True, max_corrupted=5))
     await sim.start()
     try:
         config = write_config(tmp_path, f'[[drivers]]\ntype = "serial"\nname = "dust"\n'
                                         f'port = "{sim.path}"\nprotocol = "sds011"\n')
-        code, out, err = await run_cli("-c", str(config), "--seconds", "45", "--count", "90")
+        cli = asyncio.create_task(run_cli("-c", str(config), "--seconds", "45", "--count", "90"))
+        await async_wait_for(lambda: sim.commands == 1 or cli.done(), timeout=30,
+                             what="the driver's reporting-mode command")
+        sim.faults.silent = False
+        code, out, err = await cli
     finally:
         await sim.stop()
     assert code == 0, err
@@ -112,5 +119,5 @@ async def test_sds011_on_a_pty_shows_its_readings_and_its_bad_frames(tmp_path: P
     # the driver's online state comes as a state reading too
     assert {p["value"] for p in printed if p["metric"] == "sensor_status"} <= {"ok"}
     dropped = dict(re.findall(r"^  dust\s+(\S+)\s+(\d+)$", out, re.M))
-    assert sim.faults.corrupted >= 1
-    assert int(dropped.get("checksum_mismatch", 0)) >= 1, out
+    assert sim.commands == 1 and sim.faults.corrupted == 5
+    assert dropped == {"checksum_mismatch": "5"}, out

@@ -29,10 +29,11 @@ DEVICES = [f"lora:00000000000001{i:02x}" for i in range(4)]
 NO_LIMIT = 1073741823  # SQLite's default max_page_count
 
 
-def _fill(outbox: Any) -> int:
-    """No page beyond the ones the database has now: the next growth fails as disk full."""
+def _fill(outbox: Any) -> tuple[int, int]:
+    """No page beyond the ones the database has now: the next growth fails as disk full.
+    Returns the pages there are and the limit SQLite took (the same if it took it)."""
     pages = int(outbox.db.execute("PRAGMA page_count").fetchone()[0])
-    return int(outbox.db.execute(f"PRAGMA max_page_count={pages}").fetchone()[0])
+    return pages, int(outbox.db.execute(f"PRAGMA max_page_count={pages}").fetchone()[0])
 
 
 def _free(outbox: Any) -> int:
@@ -66,7 +67,7 @@ async def test_a_disk_that_fills_and_frees_loses_nothing_handed_over(tmp_path: P
     try:
         await async_wait_for(lambda: gateway.outbox.stats.batches_written >= 3, timeout=30,
                              what="batches stored while the uplink is blocked")
-        limit = await gateway.outbox_call(_fill)
+        pages, limit = await gateway.outbox_call(_fill)
         await async_wait_for(lambda: gateway.storage_errors >= 3, timeout=30,
                              what="commits failing on the full disk")
         assert gateway.storage_failing
@@ -97,7 +98,7 @@ async def test_a_disk_that_fills_and_frees_loses_nothing_handed_over(tmp_path: P
     finally:
         gateway.request_stop()
         summary = await asyncio.wait_for(run, timeout=60)
-    assert limit > 0
+    assert limit == pages  # the disk was full at exactly the size the database had
     assert summary.readings == readings
     assert (summary.late_dropped, summary.future_dropped, summary.evicted_batches) == (0, 0, 0)
     documents = read_batches(output)

@@ -95,7 +95,9 @@ def test_full_outbox_evicts_oldest_batches_counts_them_and_moves_cursors(tmp_pat
     for i in range(200):  # ~500 compressed bytes a batch
         ob.commit(closed_windows(50, start=T0 + 60 * i))
     assert ob.stats.bytes <= 64 * 1024
-    assert ob.stats.evicted_batches > 0
+    # every batch written is either still stored or counted as evicted (nothing acknowledged)
+    stored = ob.db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    assert ob.stats.batches == stored < 200 and ob.stats.evicted_batches == 200 - stored
     evicted = ob.evictions()
     first = evicted[0][0]
     last = evicted[-1][1]
@@ -162,7 +164,7 @@ def test_eviction_counters_survive_a_restart(tmp_path: Path) -> None:
     for i in range(200):
         ob.commit(closed_windows(50, start=T0 + 60 * i))
     evicted = (ob.stats.evicted_batches, ob.stats.evicted_records)
-    assert evicted[0] > 0
+    assert evicted == (200 - ob.stats.batches, 50 * (200 - ob.stats.batches)) and ob.stats.batches < 200
     ob.close()
     again = make(tmp_path, max_bytes=64 * 1024, per_batch=50)
     assert (again.stats.evicted_batches, again.stats.evicted_records) == evicted
@@ -186,6 +188,8 @@ def test_window_state_counts_against_the_bound(tmp_path: Path) -> None:
     ob = make(tmp_path, per_batch=1000)
     ob.commit(closed_windows(500))
     state = ob.stats.state_bytes
+    # a lower bound: the state's stored size is whatever zlib makes of it; the bound below is
+    # set from the measured figure, so only that there is some state matters here
     assert state > 0 and ob.stats.evicted_batches == 0
     ob.close()
     # the same data under a bound that the batches alone would fit but not with the state

@@ -66,7 +66,10 @@ async def test_failing_driver_is_restarted_and_its_readings_reach_the_outbox(tmp
     await async_wait_for(lambda: gateway.runners[0].forwarded_batches >= 1, timeout=10, what="event batch forwarded")
     gateway.request_stop()
     summary = await asyncio.wait_for(task, timeout=15)
-    assert summary.readings == 5 and summary.windows_closed >= 1
+    # the five readings share one timestamp, device and metric: one window, closed by the drain
+    assert summary.readings == 5 and summary.windows_closed == 1
+    # one batch for the event, one for the window: both written and both forwarded
+    assert (summary.batches_written, summary.batches_forwarded) == (2, {"file": 2})
     documents = read_batches(tmp_path / "state" / "batches" / "batches.jsonl.gz")
     assert [e.name for d in documents for e in d.events] == ["sensor_alarm"]
     assert sum(r.count for d in documents for r in d.windows if r.metric == "temperature") == 5
@@ -85,11 +88,12 @@ async def test_metrics_endpoint_and_status_command(tmp_path: Path, flaky: None, 
                  "uplink_forwarded_batches", "driver_last_seen_timestamp_seconds", "decode_errors"):
         assert name in status or name == "decode_errors", name
     # the window batch's close-to-acknowledged latency (the file uplink acknowledges at once)
-    await async_wait_for(lambda: gateway.runners[0].ack_latency.cumulative()[-1][1] >= 1, timeout=10,
-                         what="a window batch acknowledged")
+    # the readings share one window: one window batch, and nothing more to close after it
+    await async_wait_for(lambda: gateway.runners[0].ack_latency.cumulative()[-1][1] == 1, timeout=10,
+                         what="the window batch acknowledged")
     status = await asyncio.to_thread(fetch_status, url)
     counts = {labels["le"]: value for labels, value in status["uplink_ack_latency_seconds_bucket"]}
-    assert counts["+Inf"] == gateway.runners[0].ack_latency.cumulative()[-1][1] >= 1
+    assert counts["+Inf"] == gateway.runners[0].ack_latency.cumulative()[-1][1] == 1
     assert counts["5.0"] == counts["+Inf"]  # acknowledged within seconds of its making
     code = await asyncio.to_thread(cli_main, ["status", "--url", url])
     out = capsys.readouterr().out
