@@ -206,7 +206,10 @@ async def test_shared_subscription_splits_the_load(mosquitto: Broker) -> None:
     shares = [r.report()["batches"] for r in receivers]
     for receiver in receivers:
         await receiver.stop()
-    assert all(share > 0 for share in shares), shares  # each got a part, none got all
+    # a lower bound: how the broker splits a share group is its own choice (MQTT 5 leaves it
+    # open; Mosquitto skips a member whose in-flight window is full), so only that each got a
+    # part and none got all is the contract
+    assert all(share > 0 for share in shares), shares
     assert sum(shares) == 40
 
 

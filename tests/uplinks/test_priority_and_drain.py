@@ -30,6 +30,13 @@ def _stored(kind: str):  # type: ignore[no-untyped-def]
     return count
 
 
+def _windows_above(seq: int):  # type: ignore[no-untyped-def]
+    def count(outbox) -> int:  # type: ignore[no-untyped-def]
+        row = outbox.db.execute("SELECT COUNT(*) FROM batches WHERE kind = 'windows' AND seq > ?", (seq,)).fetchone()
+        return int(row[0])
+    return count
+
+
 def _highest_seq(outbox) -> int:  # type: ignore[no-untyped-def]
     return int(outbox.db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0])
 
@@ -63,16 +70,26 @@ async def test_event_goes_ahead_of_backlog_drained_oldest_first_at_rate(tmp_path
         await async_wait_for(lambda: gateway.outbox_call(_stored("windows")), timeout=20)
         await async_wait_for(lambda: (lambda n: n >= 8)(gateway.outbox.stats.batches), timeout=20,
                              what="a backlog of window batches")
+
+        async def four_stored_in_the_outage() -> bool:
+            return int(await gateway.outbox_call(_windows_above(maybe_in_flight))) >= 4
+
+        await async_wait_for(four_stored_in_the_outage, timeout=20,
+                             what="four window batches stored since the broker went")
         gateway.submit_event(Event(device="ocpp:CP-7/1", ts=time.time(), name="connector_status",
                                    severity=Severity.ALARM, metric="connector_status",
                                    value="Faulted"))
         await async_wait_for(lambda: gateway.outbox_call(_stored("events")), timeout=10,
                              what="the event stored")
         backlog = gateway.outbox.stats.batches
+        newest = await gateway.outbox_call(_highest_seq)  # the event's seq, or a later window's
         arrived_before = len(receiver.ledger.arrivals)
         await asyncio.to_thread(broker.restart)
+        # arrivals may repeat a batch (QoS 1 sends an unacknowledged one again): wait on the seqs
         await async_wait_for(lambda: receiver.report()["events"] == 1
-                             and len(receiver.ledger.arrivals) - arrived_before >= backlog,
+                             and len(receiver.ledger.arrivals) - arrived_before >= backlog
+                             and {seq for _, seq, _ in receiver.ledger.arrivals[arrived_before:]}
+                             >= set(range(maybe_in_flight + 1, newest + 1)),
                              timeout=30, what="event and backlog delivered")
     finally:
         gateway.request_stop()
@@ -84,7 +101,13 @@ async def test_event_goes_ahead_of_backlog_drained_oldest_first_at_rate(tmp_path
     # The event overtook every window batch stored during the outage.
     event_at = next(i for i, (_, _, is_event) in enumerate(after) if is_event)
     assert all(seq <= maybe_in_flight for _, seq, _ in after[:event_at]), (maybe_in_flight, after[:event_at + 1])
-    assert sum(1 for _, seq, is_event in after if not is_event and seq > maybe_in_flight) >= 4
+    # every window batch stored during the outage ahead of the event arrived after it
+    event_seq = after[event_at][1]
+    overtaken = sorted({seq for _, seq, is_event in after[event_at + 1:] if not is_event and seq > maybe_in_flight
+                        and seq < event_seq})
+    assert overtaken == list(range(maybe_in_flight + 1, event_seq))
+    # a lower bound (waited for above): how many the outage stored before the event is the clock's
+    assert len(overtaken) >= 4
     windows = [seq for _, seq, is_event in after[:backlog] if not is_event]
     assert windows == sorted(windows)  # oldest first
     # Drained at no more than RATE batches a second (10 % slack for timer granularity).
