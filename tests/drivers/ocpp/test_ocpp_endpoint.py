@@ -102,7 +102,7 @@ async def test_end_to_end_readings_windows_and_outbox(tmp_path: Path, version: s
         await fleet.step(40)
         await fleet.stop()
         expected = fleet.expected
-        await async_wait_for(lambda: len(gw.readings) >= len(expected), timeout=10, what="all readings")
+        await async_wait_for(lambda: len(gw.readings) == len(expected), timeout=10, what="all readings")
     # every reading exactly, in catalog units, at the charge point's own timestamps
     assert as_tuples(gw.readings) == sorted((e.device, e.metric, e.value, e.ts) for e in expected)
     assert gw.ctx.decode_errors == {}

@@ -37,7 +37,7 @@ async def test_proxy_relays_every_frame_unchanged_and_mirrors_readings(tmp_path:
             await async_wait_for(lambda: any(e.severity is Severity.WARNING for e in gw.events),
                                  timeout=10, what="Unavailable event")
             await fleet.stop()
-            await async_wait_for(lambda: len(gw.readings) >= len(fleet.expected), timeout=10, what="readings")
+            await async_wait_for(lambda: len(gw.readings) == len(fleet.expected), timeout=10, what="readings")
     finally:
         await csms.stop()
     for cp in fleet.charge_points:

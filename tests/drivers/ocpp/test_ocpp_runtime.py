@@ -38,7 +38,7 @@ async def test_charge_points_reach_the_file_uplink(tmp_path: Path) -> None:
     await fleet.step(8)
     await fleet.stop()
     expected = fleet.expected
-    await async_wait_for(lambda: gateway.supervisors[0].ctx.readings >= len(expected), timeout=10,
+    await async_wait_for(lambda: gateway.supervisors[0].ctx.readings == len(expected), timeout=10,
                          what="readings in the runtime")
     gateway.request_stop()
     summary = await asyncio.wait_for(run, 30)

@@ -31,7 +31,7 @@ def test_wxt_simulator_cli_speaks_on_its_link(tmp_path: Path) -> None:
             port.readline()  # may start mid-message
             line = port.readline()
         message = wxt.decode_line(line, "ttyWXT", 0.0)
-        assert message.address == "0" and len(message.readings) >= 10
+        assert message.address == "0" and len(message.readings) == 15  # every field the station sends
         out, _ = process.communicate(timeout=15)
     finally:
         if process.poll() is None:
