@@ -27,11 +27,14 @@ async def test_scale_1_city_loses_nothing_it_cannot_name(tmp_path: Path) -> None
     scenario = load_scenario(ROOT / "config/scenarios/busy.toml", scale=1)
     assert (scenario.climate_sensors(), scenario.charge_point_count()) == (256, 468)
     scenario = msgspec.structs.replace(scenario, city=msgspec.structs.replace(scenario.city, duration=24.0))
-    report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False)).run()
+    city = CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False))
+    report = await city.run()
 
     protocols = report["protocols"]
     assert set(protocols) == {"lorawan-udp", "lorawan-ns", "serial", "ble", "ocpp"}
     for name, line in protocols.items():
+        # a lower bound: how much the simulators send in 24 s is their pacing's; that each
+        # reading is covered or named (unexplained == 0) is the exact check
         assert line["sent"] > 0, name
         assert line["unexplained"] == 0, (name, line)
     # every device of the city took part
@@ -41,10 +44,19 @@ async def test_scale_1_city_loses_nothing_it_cannot_name(tmp_path: Path) -> None
     assert report["run"]["charge_points_booted"] == 468
     # the faults happened and left their traces
     assert {f["kind"] for f in report["faults"]} == {"corrupt", "cp_disconnect", "uplink_outage"}
+    # a lower bound: the fault corrupts a frame by chance over a 10 s stretch of a paced run
     assert protocols["lorawan-udp"]["damaged_on_purpose"] > 0
-    assert any(cause.endswith(":bad_mic") for cause in report["dropped"]["decode_errors"])
+    # each frame the simulator corrupted is refused once as bad_mic (the copies several packet
+    # forwarders relay are one frame); only a frame the kernel dropped at the socket is not
+    corrupted = sum(len(frames) for frames in city.lora.corrupted.values())
+    bad_mic = sum(n for cause, n in report["dropped"]["decode_errors"].items() if cause.endswith(":bad_mic"))
+    kernel_drops = report["run"]["udp_datagrams_dropped_by_kernel"]
+    assert bad_mic == corrupted or 0 < corrupted - bad_mic <= kernel_drops, (bad_mic, corrupted, kernel_drops)
     assert report["run"]["ocpp_drops"] == 40  # dropped between messages; reconnect on the next one
+    # a lower bound: a dropped charge point reconnects with its next message, and whether that
+    # comes before the end is its interval's; the gateway counts exactly the connections made
     assert report["run"]["ocpp_reconnects"] > 0
+    assert report["gateway"]["driver_events"]["charge-points:connections"] == 468 + report["run"]["ocpp_reconnects"]
     # nothing missing in the batch numbering, nothing invalid, the books balance
     assert report["dropped"]["missing_seq"] == {}
     assert report["dropped"]["invalid_batches"]["count"] == 0
@@ -79,10 +91,13 @@ async def test_unplug_stall_and_clock_jump_are_accounted_for(tmp_path: Path) -> 
     report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False)).run()
 
     for name, line in report["protocols"].items():
-        assert line["sent"] > 0, name
+        assert line["sent"] > 0, name  # a lower bound: what 16 s of pacing sends; exact below
         assert line["unexplained"] == 0, (name, line)
     assert {f["kind"] for f in report["faults"]} == {"serial_unplug", "ble_stall", "clock_jump", "uplink_outage"}
-    # charge points stamp their own (unjumped) time: after the step their readings arrive late
-    assert report["late_revisions"]["late_readings_accepted"] > 0
-    assert report["late_revisions"]["superseded_at_platform"] > 0
+    # charge points stamp their own (unjumped) time: after the step their readings arrive late.
+    # Lower bounds: how many is the pacing's, and the gateway's revision count is scraped before
+    # the drain while the platform's is counted after it, so the two are not comparable
+    late = report["late_revisions"]
+    assert late["late_readings_accepted"] > 0
+    assert late["superseded_at_platform"] > 0
     assert report["dropped"]["missing_seq"] == {}
