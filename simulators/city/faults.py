@@ -9,15 +9,24 @@ is a settings struct plus one class here.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import signal
+import subprocess
+import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from simulators.city.scenario import (
     BleStall,
+    BrokerRestart,
     ChargePointDisconnect,
     ClockJump,
     Corruption,
+    DiskFull,
     Fault,
+    GatewayKill,
+    GatewayTerm,
     SerialUnplug,
     UplinkOutage,
 )
@@ -25,17 +34,30 @@ from simulators.city.scenario import (
 if TYPE_CHECKING:
     from simulators.city.runner import CityRun
 
-__all__ = ["INJECTIONS", "Injection", "injection_for"]
+__all__ = ["INJECTIONS", "FaultUnavailable", "Injection", "injection_for"]
+
+
+class FaultUnavailable(RuntimeError):
+    """This machine cannot inject the fault (e.g. no permission to mount a tmpfs)."""
 
 
 class Injection:
-    """One fault of the scenario. `begin` applies it and says what happened; `end` undoes it
-    (called when `duration` has passed, or when the devices stop first)."""
+    """One fault of the scenario. `prepare` sets up what it needs before the gateway starts;
+    `begin` applies it and says what happened; `end` undoes it (called when `duration` has
+    passed, or when the devices stop first); `cleanup` undoes `prepare` after the run."""
 
     kind: ClassVar[str] = ""
+    # the runner keeps the devices' books over time (what a SIGKILL may catch unstored)
+    needs_send_history: ClassVar[bool] = False
 
     def __init__(self, fault: Any) -> None:
         self.fault = fault
+
+    async def prepare(self, run: CityRun) -> None:
+        return None
+
+    async def cleanup(self, run: CityRun) -> None:
+        return None
 
     @property
     def duration(self) -> float | None:
@@ -152,6 +174,146 @@ class ClockJumpInjection(Injection):
         return f"gateway clock stepped {self.fault.seconds:+g} s at {self.fault.at:g} s"
 
 
+class DiskFullInjection(Injection):
+    """The state folder is a tmpfs of its own (mounted before the gateway starts); a filler file
+    takes every free byte for `duration` seconds. The outbox, the file uplink's output and the
+    open-window checkpoints all live there: the gateway must stay up, hold what it cannot
+    store, and write it when the filler is deleted."""
+
+    kind = "disk_full"
+    fault: DiskFull
+
+    def __init__(self, fault: Any) -> None:
+        super().__init__(fault)
+        self.mounted: Path | None = None
+        self.filled = 0
+
+    @property
+    def duration(self) -> float | None:
+        return self.fault.duration
+
+    async def prepare(self, run: CityRun) -> None:
+        target = run.state_dir
+        target.mkdir(parents=True, exist_ok=True)
+        done = await asyncio.to_thread(
+            subprocess.run, ["mount", "-t", "tmpfs", "-o", f"size={self.fault.size_mib}m,mode=0755", "tmpfs", str(target)],
+            capture_output=True, text=True)
+        if done.returncode != 0:
+            raise FaultUnavailable(f"disk_full needs a tmpfs on the state folder: mount said "
+                                   f"{(done.stderr or done.stdout).strip() or done.returncode} (run as root)")
+        self.mounted = target
+
+    async def begin(self, run: CityRun) -> str:
+        self.filled = await asyncio.to_thread(_fill, run.state_dir / "filler")
+        return f"state folder full ({self.filled / 2**20:.1f} MiB filler) at {self.fault.at:g} s for {self.fault.duration:g} s"
+
+    async def end(self, run: CityRun) -> None:
+        (run.state_dir / "filler").unlink(missing_ok=True)
+
+    async def cleanup(self, run: CityRun) -> None:
+        if self.mounted is not None:
+            await asyncio.to_thread(subprocess.run, ["umount", str(self.mounted)], capture_output=True)
+            self.mounted = None
+
+
+def _fill(path: Path) -> int:
+    """Write zeros to `path` until the file system refuses (ENOSPC); returns the bytes written."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1 << 9):
+            block = bytes(chunk)
+            while True:
+                try:
+                    written += os.write(fd, block)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return written
+
+
+class GatewayKillInjection(Injection):
+    """SIGKILL, and the runner starts the gateway again `down` seconds later."""
+
+    kind = "gateway_kill"
+    fault: GatewayKill
+    needs_send_history = True
+    how = signal.SIGKILL
+
+    @property
+    def duration(self) -> float | None:
+        return self.fault.down
+
+    async def begin(self, run: CityRun) -> str:
+        took = await run.stop_gateway_midrun(self.how)
+        return f"gateway {self.how.name} at {self.fault.at:g} s (exited in {took:.1f} s), started again after {self.fault.down:g} s"
+
+    async def end(self, run: CityRun) -> None:
+        await run.start_gateway_again()
+
+
+class GatewayTermInjection(GatewayKillInjection):
+    """SIGTERM under load (a clean stop), and a start again `down` seconds after it exited."""
+
+    kind = "gateway_term"
+    fault: GatewayTerm  # type: ignore[assignment]
+    needs_send_history = False
+    how = signal.SIGTERM
+
+
+class BrokerRestartInjection(Injection):
+    """The platform's broker (run without persistence) stops and comes back empty. The
+    platform's consumer comes back only after the gateway has published into the empty broker
+    (its `platform_ack_timeouts` counter rose): what the broker acknowledged then reached no
+    subscriber, the race that loses batches with `ack = "broker"` happens on every run."""
+
+    kind = "broker_restart"
+    fault: BrokerRestart
+    timeouts_before = 0.0
+
+    @property
+    def duration(self) -> float | None:
+        return self.fault.down
+
+    async def begin(self, run: CityRun) -> str:
+        assert run.platform is not None and not run.platform.persistent and run.receiver is not None
+        self.timeouts_before = await asyncio.to_thread(_ack_timeouts, run.metrics_url)
+        await run.receiver.stop()
+        await asyncio.to_thread(run.platform.outage_begin)
+        return f"platform broker (no persistence) stopped at {self.fault.at:g} s, back empty after {self.fault.down:g} s"
+
+    async def end(self, run: CityRun) -> None:
+        assert run.platform is not None and run.receiver is not None
+        await asyncio.to_thread(run.platform.outage_end)
+        deadline = asyncio.get_running_loop().time() + 20.0
+        timeouts = self.timeouts_before
+        while asyncio.get_running_loop().time() < deadline and timeouts <= self.timeouts_before:
+            await asyncio.sleep(0.2)  # poll step: the gateway publishes into the empty broker
+            timeouts = await asyncio.to_thread(_ack_timeouts, run.metrics_url)
+        run.receiver.subscribed.clear()
+        await run.receiver.start()
+        for done in run.faults_done:
+            if done["kind"] == self.kind:
+                done["what"] += (f"; {timeouts - self.timeouts_before:g} batch(es) published into the empty broker "
+                                 "before the platform's consumer was back, not acknowledged by the platform, sent again")
+
+
+def _ack_timeouts(metrics_url: str) -> float:
+    """The MQTT uplink's platform_ack_timeouts counter (0 when /metrics does not answer)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("edge_gateway_uplink_events_total{") and 'counter="platform_ack_timeouts"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 INJECTIONS: dict[type, type[Injection]] = {
     UplinkOutage: UplinkOutageInjection,
     Corruption: CorruptionInjection,
@@ -159,6 +321,10 @@ INJECTIONS: dict[type, type[Injection]] = {
     BleStall: BleStallInjection,
     ChargePointDisconnect: ChargePointDisconnectInjection,
     ClockJump: ClockJumpInjection,
+    DiskFull: DiskFullInjection,
+    GatewayKill: GatewayKillInjection,
+    GatewayTerm: GatewayTermInjection,
+    BrokerRestart: BrokerRestartInjection,
 }
 
 

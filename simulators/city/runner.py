@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulators.city.attribution import eviction_losses, read_evicted_ranges, read_stored_batches
 from simulators.city.ble_fleet import BleFleet
 from simulators.city.broker import Mosquitto, free_port
 from simulators.city.faults import Injection, injection_for
@@ -38,6 +39,7 @@ from simulators.city.procstat import ProcSample, sample
 from simulators.city.report import (
     BatchBooks,
     FileTail,
+    Outages,
     build_report,
     chain,
     fit,
@@ -45,7 +47,7 @@ from simulators.city.report import (
     render_report,
     write_report,
 )
-from simulators.city.scenario import ClockJump, Fault, Scenario
+from simulators.city.scenario import BrokerRestart, ClockJump, Scenario
 from simulators.city.serial_fleet import SerialFleet
 from simulators.city.tomlout import to_toml
 
@@ -64,6 +66,9 @@ class RunOptions:
     settle_timeout: float = 20.0  # after the senders stop, wait at most this for the gateway to go quiet
     stop_timeout: float = 90.0  # SIGTERM + drain
     log_level: str = "warning"
+    # per-device loss categories measured but not applied (simulators.city.report.PER_DEVICE):
+    # a test's proof that nothing else absorbs them
+    withhold: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -121,6 +126,15 @@ class CityRun:
         self.metrics_at_stop: dict[str, Any] = {}
         self._steady_begin: _Mark | None = None  # devices start reporting
         self._steady_end: _Mark | None = None  # devices stop
+        self.injections = [injection_for(f) for f in sorted(self.scenario.faults, key=lambda f: f.at)]
+        self.outages = Outages()
+        self.stored_log = work / "stored-batches.jsonl"
+        self._earlier_lives: list[dict[str, Any]] = []  # each ended gateway process's last /metrics
+        self._sent_history: list[tuple[float, dict[str, int]]] = []  # (monotonic, sent by device), kill faults
+        self._down_since: tuple[float, dict[str, int]] | None = None
+        self._bus = ""
+        self._config_path = work / "gateway.toml"
+        self._ports: dict[str, Any] = {}
 
     # -------------------------------------------------------------- set-up
 
@@ -135,13 +149,15 @@ class CityRun:
         if self.platform is not None:
             uplink: dict[str, Any] = {"type": "mqtt", "name": "platform", "host": "127.0.0.1", "port": self.platform.port,
                                       "protocol": "5", "topic_prefix": "city", "keepalive": 10, "ack_timeout": 10.0,
-                                      "connect_timeout": 3.0}
+                                      "connect_timeout": 3.0, "ack": c.mqtt_ack}
+            if c.mqtt_ack == "platform":
+                uplink["platform_ack_timeout"] = 3.0
         else:
             uplink = {"type": "file", "name": "file", "directory": str(self.batches_dir.resolve()),
                       "rotate_bytes": 256 * 1024 * 1024, "keep_files": 1000}
         return {
             "gateway": {"id": f"city-{c.name}", "state_dir": str(self.state_dir.resolve())},
-            "windows": {"window": c.window, "grace": c.grace, "max_lateness": c.max_lateness, "checkpoint": 5.0},
+            "windows": {"window": c.window, "grace": c.grace, "max_lateness": c.max_lateness, "checkpoint": c.checkpoint},
             "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": 0.5},
             "health": {"listen": f"127.0.0.1:{ports['health']}"},
             "log": {"level": self.options.log_level, "format": "json"},
@@ -152,6 +168,11 @@ class CityRun:
         }
 
     def _scrape(self) -> dict[str, Any] | None:
+        """The gateway's /metrics, its counters summed over every process of this run."""
+        current = self._scrape_life()
+        return None if current is None else _over_lives(self._earlier_lives, current)
+
+    def _scrape_life(self) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as answer:
                 return parse_metrics(answer.read().decode())
@@ -174,16 +195,23 @@ class CityRun:
         env = dict(os.environ)
         if bus:
             env["DBUS_SYSTEM_BUS_ADDRESS"] = bus
-        uses_clock = any(isinstance(f, ClockJump) for f in self.scenario.faults)
-        if uses_clock:
-            offset_file = self.options.workdir / "clock-offset"
-            offset_file.write_text("0\n")
-            command = [self.options.python, "-m", "simulators.city.gwproc", "--config", str(config_path),
-                       "--offset-file", str(offset_file), "--drain", "--summary"]
-        else:
-            command = [self.options.python, "-m", "gateway.cli", "run", "--config", str(config_path), "--drain", "--summary"]
-        self._spawn(command, env)
+        self._spawn(self._gateway_command(config_path), env)
         await self._wait_gateway()
+
+    def _gateway_command(self, config_path: Path) -> list[str]:
+        """`edge-gateway run`, or with faults the same gateway under simulators.city.gwproc: it
+        records what every stored batch covered (evictions named per seq and device) and, for
+        a clock jump, runs on a clock the runner steps."""
+        if not self.scenario.faults:
+            return [self.options.python, "-m", "gateway.cli", "run", "--config", str(config_path), "--drain", "--summary"]
+        command = [self.options.python, "-m", "simulators.city.gwproc", "--config", str(config_path),
+                   "--stored-log", str(self.stored_log.resolve()), "--drain", "--summary"]
+        if any(isinstance(f, ClockJump) for f in self.scenario.faults):
+            offset_file = self.options.workdir / "clock-offset"
+            if not offset_file.exists():
+                offset_file.write_text("0\n")
+            command += ["--offset-file", str(offset_file)]
+        return command
 
     def _spawn(self, command: list[str], env: dict[str, str]) -> None:
         # The gateway logs to a pipe that a thread of this process copies into gateway.log: the
@@ -191,7 +219,8 @@ class CityRun:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent())
         self._proc_started = time.monotonic()
-        self._log_copier = threading.Thread(target=_copy_log, args=(self.process.stdout, self.options.workdir / "gateway.log"),
+        self._log_copier = threading.Thread(target=_copy_log, args=(self.process.stdout, self.options.workdir / "gateway.log",
+                                                                    bool(self._earlier_lives)),
                                             name="gateway-log", daemon=True)
         self._log_copier.start()
 
@@ -205,10 +234,14 @@ class CityRun:
         work.mkdir(parents=True, exist_ok=True)
         marker.write_text("a city run's working folder: replaced by the next run\n")
         s = self.scenario
+        for injection in self.injections:
+            await injection.prepare(self)
         if s.city.uplink == "mqtt":
-            self.platform = Mosquitto(work / "platform-broker", persistent=True)
+            # a broker_restart fault restarts it without persistence: it comes back empty
+            persistent = not any(isinstance(f, BrokerRestart) for f in s.faults)
+            self.platform = Mosquitto(work / "platform-broker", persistent=persistent)
             await asyncio.to_thread(self.platform.start)
-            self.receiver = _make_receiver(self.platform.port, self.books)
+            self.receiver = _make_receiver(self.platform.port, self.books, ack=s.city.mqtt_ack == "platform")
             await self.receiver.start()
         else:
             self.tail = FileTail(self.batches_dir, self.books)
@@ -228,8 +261,9 @@ class CityRun:
             "health": free_port(),
         }
         self.metrics_url = f"http://127.0.0.1:{ports['health']}/metrics"
+        self._bus, self._ports = bus, ports
         config = self._gateway_config(ports, bus)
-        config_path = work / "gateway.toml"
+        config_path = self._config_path
         config_path.write_text(to_toml(config, header=(
             f"Written by edge-gateway-sim city for scenario {s.city.name!r} at scale {self.scale:g}.\n"
             "Every driver points at the simulators of this run (ports, ptys, private D-Bus).")))
@@ -248,8 +282,7 @@ class CityRun:
 
     # -------------------------------------------------------------- faults
 
-    async def _begin(self, fault: Fault) -> _Active:
-        injection = injection_for(fault)
+    async def _begin(self, injection: Injection) -> _Active:
         what = await injection.begin(self)
         self.faults_done.append({"kind": injection.kind, "what": what})
         duration = injection.duration
@@ -283,6 +316,76 @@ class CityRun:
             "peak_rss_mib_after_boot": round(begin.proc.peak_rss_mib, 1),
             "rss_mib_at_end": round(end.proc.rss_mib, 1),
         }
+
+    # -------------------------------------------------------------- the gateway stopped and started again
+
+    def _sent_by_device(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for group in self.groups:
+            out.update(group.sent())
+        return out
+
+    async def stop_gateway_midrun(self, how: signal.Signals) -> float:
+        """SIGKILL or SIGTERM the gateway while the devices report; returns the seconds it took
+        to exit. Its counters so far are kept (the next process starts from zero); the devices'
+        books at the signal start the down interval. After a SIGKILL, what each device sent
+        within the checkpoint bound before it is what the crash may have caught unstored."""
+        assert self.process is not None
+        last = await asyncio.to_thread(self._scrape_life)
+        # no await from the books to the signal: nothing is sent in between
+        at, books = time.monotonic(), self._sent_by_device()
+        self.process.send_signal(how)
+        if how == signal.SIGKILL:
+            # a crash loses what arrived since the last checkpoint reached the outbox: the
+            # checkpoint interval, the commit after it, and a tick of slack for both
+            bound = self.scenario.city.checkpoint + 2 * 0.5 + 1.0
+            before = [h for h in self._sent_history if h[0] <= at - bound]
+            base = before[-1][1] if before else {}
+            for device, n in books.items():
+                if n - base.get(device, 0):
+                    self.outages.unstored[device] += n - base.get(device, 0)
+        await asyncio.to_thread(self.process.wait, self.options.stop_timeout)
+        await asyncio.to_thread(self._log_copier.join, 10.0)
+        self._earlier_lives.append(last if last is not None else {})
+        self._down_since = (at, books)
+        self.outages.intervals.append({"signal": how.name, "exit_code": self.process.returncode,
+                                       "exit_seconds": round(time.monotonic() - at, 2)})
+        return time.monotonic() - at
+
+    async def start_gateway_again(self) -> float:
+        """Start the gateway on the same config and state; once it listens on every port of the
+        city (its /metrics, the LoRaWAN UDP ports, the OCPP port, the serial ptys open), the down
+        interval ends: what the devices sent in it is `gateway_down`. Returns its length."""
+        assert self._down_since is not None
+        env = dict(os.environ)
+        if self._bus:
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = self._bus
+        self._spawn(self._gateway_command(self._config_path), env)
+        await self._wait_gateway()
+        assert self.process is not None
+        await self._wait_listening(self.process.pid)
+        at, books = time.monotonic(), self._sent_by_device()
+        since, before = self._down_since
+        self._down_since = None
+        for device, n in books.items():
+            # a charge point holds its call until the gateway answers and sends it again after
+            # reconnecting: being down loses none of its readings
+            if n - before.get(device, 0) and not self.ocpp.owns(device):
+                self.outages.gateway_down[device] += n - before.get(device, 0)
+        self.outages.intervals[-1]["down_seconds"] = round(at - since, 2)
+        return at - since
+
+    async def _wait_listening(self, pid: int, within: float = 30.0) -> None:
+        if self.serial.ports:
+            await self.serial.hold_until_open(pid)
+        udp = set(self._ports.get("udp", {}).values())
+        tcp = {self._ports["ocpp"]} if self.ocpp.groups and any(g.count for g in self.ocpp.groups) else set()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if udp <= _bound_udp_ports() and all([await asyncio.to_thread(_accepts, port) for port in tcp]):
+                return
+            await asyncio.sleep(0.05)  # poll step while the drivers start
+        raise RuntimeError(f"the restarted gateway did not listen on UDP {sorted(udp)} / TCP {sorted(tcp)}")
 
     # -------------------------------------------------------------- the run
 
@@ -319,7 +422,7 @@ class CityRun:
         t0 = loop.time()
         self.sent_before_main = sum(self._sent_so_far().values())  # start-up: joins, charge point boots
         self._steady_begin = self._mark(await asyncio.to_thread(self._scrape))
-        pending = sorted(s.faults, key=lambda f: f.at)
+        pending = list(self.injections)
         active: list[_Active] = []
         live: Any = None
         if self.options.progress:
@@ -333,7 +436,11 @@ class CityRun:
         last_scrape = 0.0
         try:
             while (elapsed := loop.time() - t0) < s.city.duration:
-                while pending and pending[0].at <= elapsed:
+                if any(i.needs_send_history for i in self.injections):
+                    now = time.monotonic()
+                    self._sent_history = [h for h in self._sent_history if h[0] > now - 30.0]
+                    self._sent_history.append((now, self._sent_by_device()))
+                while pending and pending[0].fault.at <= elapsed:
                     begun = await self._begin(pending.pop(0))
                     if begun.ends is not None:  # one-shot faults (stall, disconnect, clock step) are done
                         active.append(begun)
@@ -387,7 +494,7 @@ class CityRun:
                               usage.ru_maxrss / 1024, usage.ru_oublock * 512)
         await asyncio.to_thread(self._log_copier.join, 10.0)
         text = (self.options.workdir / "gateway.log").read_text(errors="replace")
-        start = text.find("edge-gateway run summary")
+        start = text.rfind("edge-gateway run summary")
         self.gateway_summary = text[start:].strip() if start >= 0 else ""
 
     async def _collect(self) -> None:
@@ -398,7 +505,8 @@ class CityRun:
             await asyncio.to_thread(self.tail.poll)
             return
         match = re.search(r"forwarded\s+\S+: (\d+) batches", self.gateway_summary)
-        forwarded = int(match.group(1)) if match else None
+        # a restarted gateway's summary counts its own process only
+        forwarded = int(match.group(1)) if match and not self._earlier_lives else None
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -426,18 +534,31 @@ class CityRun:
             await self._settle()
             await self._stop_gateway()
             await self._collect()
+            evictions = self._eviction_losses()
         finally:
             await self.close()
         report = build_report(
             scenario_name=self.scenario.city.name, scale=self.scale, groups=self.groups, books=self.books,
             metrics=self.metrics, gateway_summary=self.gateway_summary, metrics_at_stop=self.metrics_at_stop,
             extra={"faults": self.faults_done, "run": self._run_facts()},
-            udp_drops=self.lora.kernel_drops,
+            udp_drops=self.lora.kernel_drops, evictions=evictions, outages=self.outages,
+            withhold=self.options.withhold,
         )
         path = self.options.report_path or self.options.workdir / "report.json"
         write_report(report, path)
         report["report_path"] = str(path)
         return report
+
+    def _eviction_losses(self) -> Any:
+        """What the evicted batches covered, per seq and device (simulators.city.attribution),
+        from the stopped gateway's outbox and its record of stored batches."""
+        stream, ranges = read_evicted_ranges(self.state_dir / "outbox.sqlite")
+        stored = read_stored_batches(self.stored_log).get(stream, {})
+        covered = {(device, metric, start): window.count
+                   for (_gateway, device, metric, start), window in list(self.books.ledger.windows.items())}
+        from simulators.city.fleet import DERIVED_METRICS
+
+        return eviction_losses(stored, ranges, covered, skip_metrics=DERIVED_METRICS)
 
     def _run_facts(self) -> dict[str, Any]:
         m = self.metrics
@@ -492,6 +613,48 @@ class CityRun:
         for broker in (self.platform, self.ns_broker):
             if broker is not None:
                 await asyncio.to_thread(broker.stop)
+        for injection in self.injections:
+            with contextlib.suppress(Exception):
+                await injection.cleanup(self)
+
+
+LIFE_COUNTERS = ("late_dropped", "future_dropped", "unknown_metric_dropped", "windows_revised", "late_accepted",
+                 "clock_jumps")
+
+
+def _over_lives(earlier: list[dict[str, Any]], current: dict[str, Any]) -> dict[str, Any]:
+    """/metrics of the current gateway process with the counters of the earlier ones added: a
+    restarted process counts from zero (the outbox's eviction counters excepted: they are
+    restored from its database, so they are taken as they are)."""
+    if not earlier:
+        return current
+    out = {family: dict(values) for family, values in current.items()}
+    for life in earlier:
+        for family in ("decode_errors", "readings", "driver_events"):
+            for key, n in life.get(family, {}).items():
+                out[family][key] = out[family].get(key, 0) + n
+        for key in LIFE_COUNTERS:
+            if key in life.get("scalars", {}):
+                out["scalars"][key] = out["scalars"].get(key, 0) + life["scalars"][key]
+    return out
+
+
+def _bound_udp_ports() -> set[int]:
+    """Local UDP ports some socket on this machine is bound to (/proc/net/udp, proc(5))."""
+    ports = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            local = line.split()[1]
+            ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> Any:
@@ -511,9 +674,10 @@ def _die_with_parent() -> Any:
     return set_parent_death_signal
 
 
-def _copy_log(source: Any, path: Path) -> None:
-    """Copy the gateway's output into its log file until the gateway closes it."""
-    with open(path, "wb") as log:
+def _copy_log(source: Any, path: Path, append: bool = False) -> None:
+    """Copy the gateway's output into its log file until the gateway closes it (a restarted
+    gateway's output is appended)."""
+    with open(path, "ab" if append else "wb") as log:
         while chunk := source.read1(65536):
             log.write(chunk)
             log.flush()
@@ -532,7 +696,7 @@ def _reap(process: subprocess.Popen[bytes], timeout: float | None) -> Any:
         time.sleep(0.05)  # poll step while the gateway drains
 
 
-def _make_receiver(port: int, books: BatchBooks) -> Any:
+def _make_receiver(port: int, books: BatchBooks, *, ack: bool = False) -> Any:
     """The platform receiver, feeding the city's books (its ledger plus latency samples)."""
     from simulators.platform.receiver import PlatformReceiver
 
@@ -545,7 +709,7 @@ def _make_receiver(port: int, books: BatchBooks) -> Any:
                 books.note_latency(message.payload, time.time())
 
     receiver = CityReceiver("127.0.0.1", port, prefix="city", protocol="5", client_id="city-platform",
-                            session_expiry=3600)
+                            session_expiry=3600, ack=ack)
     receiver.ledger = books.ledger
     return receiver
 

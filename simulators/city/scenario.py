@@ -23,8 +23,12 @@ from gateway.validation import describe_error
 __all__ = [
     "BleGroup",
     "ChargePointGroup",
+    "BrokerRestart",
     "CityConfig",
+    "DiskFull",
     "Fault",
+    "GatewayKill",
+    "GatewayTerm",
     "LoRaWANGroup",
     "Scenario",
     "SerialGroup",
@@ -56,6 +60,11 @@ class CityConfig(_Table, kw_only=True):
     # "file": JSON Lines in the state folder, read back for the report (no server at all);
     # "mqtt": a local Mosquitto started by the runner and the platform receiver on it.
     uplink: Literal["file", "mqtt"] = "file"
+    # MQTT uplink: who acknowledges a batch, the broker's PUBACK or the platform itself
+    # (the uplink's `ack`; "platform" makes the receiver acknowledge on <prefix>/<gateway>/ack).
+    mqtt_ack: Literal["broker", "platform"] = "broker"
+    # Seconds between checkpoints of the gateway's open windows (a SIGKILL loses at most this).
+    checkpoint: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     # Outbox bound in bytes (small values make long outages evict batches).
     outbox_max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 64 * 1024 * 1024
     seed: int = 1
@@ -150,8 +159,38 @@ class ClockJump(_Table, tag="clock_jump", tag_field="kind", kw_only=True):
     seconds: float = 120.0
 
 
-Fault = UplinkOutage | Corruption | SerialUnplug | BleStall | ChargePointDisconnect | ClockJump
-FAULT_KINDS = ("uplink_outage", "corrupt", "serial_unplug", "ble_stall", "cp_disconnect", "clock_jump")
+class DiskFull(_Table, tag="disk_full", tag_field="kind", kw_only=True):
+    # The gateway's state folder is a tmpfs of `size_mib` the run mounts itself; at `at` a filler
+    # file takes every free byte, and `duration` seconds later it is deleted.
+    at: At
+    duration: Seconds = 4.0
+    size_mib: Annotated[int, msgspec.Meta(ge=4, le=4096)] = 32
+
+
+class GatewayKill(_Table, tag="gateway_kill", tag_field="kind", kw_only=True):
+    # The gateway process gets SIGKILL; the runner starts it again `down` seconds later.
+    at: At
+    down: Seconds = 2.0
+
+
+class GatewayTerm(_Table, tag="gateway_term", tag_field="kind", kw_only=True):
+    # The gateway process gets SIGTERM (a clean stop, under load); the runner starts it again
+    # `down` seconds after it exited.
+    at: At
+    down: Seconds = 2.0
+
+
+class BrokerRestart(_Table, tag="broker_restart", tag_field="kind", kw_only=True):
+    # mqtt uplink only: the platform's broker runs without persistence and is restarted, empty,
+    # after `down` seconds (whatever it held or had acknowledged is gone).
+    at: At
+    down: Seconds = 3.0
+
+
+Fault = (UplinkOutage | Corruption | SerialUnplug | BleStall | ChargePointDisconnect | ClockJump | DiskFull | GatewayKill
+         | GatewayTerm | BrokerRestart)
+FAULT_KINDS = ("uplink_outage", "corrupt", "serial_unplug", "ble_stall", "cp_disconnect", "clock_jump", "disk_full",
+               "gateway_kill", "gateway_term", "broker_restart")
 
 
 class Scenario(_Table, kw_only=True):
@@ -208,6 +247,10 @@ class Scenario(_Table, kw_only=True):
         for i, fault in enumerate(self.faults):
             if fault.at >= self.city.duration:
                 out.append(f"faults[{i}].at: expected less than city.duration ({self.city.duration}), found {fault.at}")
+            if isinstance(fault, BrokerRestart) and self.city.uplink != "mqtt":
+                out.append(f"faults[{i}].kind: broker_restart needs city.uplink = \"mqtt\", found {self.city.uplink!r}")
+        if sum(isinstance(f, DiskFull) for f in self.faults) > 1:
+            out.append("faults: expected at most one disk_full (one tmpfs per run), found more")
         if self.climate_sensors() + self.charge_point_count() == 0:
             out.append("(top level): expected at least one device group, found none")
         return out

@@ -29,17 +29,3 @@ def test_long_lines_wrap_under_their_first_word() -> None:
     assert lines[0] == "short" and all(len(line) <= COLUMNS for line in lines)
     assert all(line.startswith("    ") for line in lines[2:]) and len(lines) > 3
     assert " ".join(line.strip() for line in lines[1:]) == long.strip()
-
-
-def test_evictions_explain_only_the_readings_the_evicted_batches_covered() -> None:
-    """Issue 17: once any batch was evicted, every unexplained reading used to be called
-    evicted, hiding a restart's loss. Now evictions explain what they covered, no more."""
-    from simulators.city.report import attribute_evictions
-
-    protocols = {"lorawan-udp": {"unexplained": 25}, "ble": {"unexplained": 0}, "ocpp": {"unexplained": 4}}
-    attribute_evictions(protocols, evicted_readings=20)
-    assert protocols == {"lorawan-udp": {"unexplained": 5, "evicted": 20}, "ble": {"unexplained": 0},
-                         "ocpp": {"unexplained": 4}}
-    nothing = {"ocpp": {"unexplained": 3}}
-    attribute_evictions(nothing, evicted_readings=0)
-    assert nothing == {"ocpp": {"unexplained": 3}}
