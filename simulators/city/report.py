@@ -273,10 +273,12 @@ def build_report(
     remaining: dict[str, int] = {}
     for device in set(sent) | set(covered):
         left = sent[device] - covered[device] - damaged[device] - cut[device] - unheard[device]
+        room = left  # what the next category may still explain (withheld amounts use it up too)
         for category in PER_DEVICE:
             amount = measured[category][device]
             if category != "evicted":
-                amount = min(max(0, left), amount)
+                amount = min(max(0, room), amount)
+            room -= amount
             if category in withhold:
                 withheld[category] += amount
                 continue

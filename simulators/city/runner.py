@@ -158,7 +158,7 @@ class CityRun:
         return {
             "gateway": {"id": f"city-{c.name}", "state_dir": str(self.state_dir.resolve())},
             "windows": {"window": c.window, "grace": c.grace, "max_lateness": c.max_lateness, "checkpoint": c.checkpoint},
-            "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": 0.5},
+            "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": 0.5, "batch_max_records": c.batch_max_records},
             "health": {"listen": f"127.0.0.1:{ports['health']}"},
             "log": {"level": self.options.log_level, "format": "json"},
             "runtime": {"shutdown_timeout": max(30.0, self.options.stop_timeout - 10), "restart_backoff_initial": 0.5,

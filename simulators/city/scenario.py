@@ -67,6 +67,9 @@ class CityConfig(_Table, kw_only=True):
     checkpoint: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     # Outbox bound in bytes (small values make long outages evict batches).
     outbox_max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 64 * 1024 * 1024
+    # Window records per batch (the gateway's outbox.batch_max_records; a bound under 128 kB
+    # needs small batches, see `edge-gateway check-config`).
+    batch_max_records: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     seed: int = 1
 
 
