@@ -1,6 +1,6 @@
 """The fault table: one small city per fault, against the real gateway, every loss named.
 
-    python -m benchmarks.faults [--only KIND,...] [--duration S] [--json FILE]     (make faults)
+    python -m benchmarks.faults [--only KIND,...] [--duration S] [--json FILE] [--workdir DIR]  (make faults)
 
 Each row runs the same small city (LoRaWAN over UDP, Modbus and SDS011 on ptys, BLE tags on the
 mock BlueZ, OCPP charge points, the file uplink) with one fault from the scenario language
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated fault names (default: all)")
     parser.add_argument("--duration", type=float, default=14.0, help="seconds the devices report per row")
     parser.add_argument("--json", default="", help="write the rows to this file")
+    parser.add_argument("--workdir", default="", help="keep each row's run here (report.json, gateway.log; "
+                        "default: a temporary folder)")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(FAULTS)
     unknown = [n for n in names if n not in FAULTS]
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'fault':<16}{'sent':>8}{'covered':>9}{'named losses':>14}{'unexplained':>13}")
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         for name in names:
-            row = run_one(name, FAULTS[name], args.duration, Path(tmp))
+            row = run_one(name, FAULTS[name], args.duration, Path(args.workdir or tmp))
             rows.append(row)
             if "skipped" in row:
                 print(f"{row['fault']:<16}skipped: {row['skipped']}", flush=True)

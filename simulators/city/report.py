@@ -415,7 +415,7 @@ def render_report(report: dict[str, Any]) -> str:
     lines += [
         "  damaged = in frames corrupted on purpose; unplug = unread when a serial cable was pulled;",
         "  no scan = BLE measurements advertised only while the gateway's scanner was off (on the bus);",
-        "  gw drop = too late/future/unknown metric; link = Modbus answers after the driver's timeout,",
+        "  gw drop = too late/future/unknown metric/transaction; link = Modbus answers after the driver's timeout,",
         "  LoRaWAN datagrams the kernel dropped at the gateway's socket",
     ]
     lr, dup, drop = report["late_revisions"], report["duplicates"], report["dropped"]

@@ -56,6 +56,8 @@ __all__ = ["CityRun", "RunOptions", "print_report"]
 
 # ------------------------------------------------------------------------------ the run
 
+COMMIT_INTERVAL = 0.5  # the gateway's outbox.commit_interval in a city run
+
 
 @dataclass
 class RunOptions:
@@ -158,7 +160,7 @@ class CityRun:
         return {
             "gateway": {"id": f"city-{c.name}", "state_dir": str(self.state_dir.resolve())},
             "windows": {"window": c.window, "grace": c.grace, "max_lateness": c.max_lateness, "checkpoint": c.checkpoint},
-            "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": 0.5, "batch_max_records": c.batch_max_records},
+            "outbox": {"max_bytes": c.outbox_max_bytes, "commit_interval": COMMIT_INTERVAL, "batch_max_records": c.batch_max_records},
             "health": {"listen": f"127.0.0.1:{ports['health']}"},
             "log": {"level": self.options.log_level, "format": "json"},
             "runtime": {"shutdown_timeout": max(30.0, self.options.stop_timeout - 10), "restart_backoff_initial": 0.5,
@@ -338,7 +340,7 @@ class CityRun:
         if how == signal.SIGKILL:
             # a crash loses what arrived since the last checkpoint reached the outbox: the
             # checkpoint interval, the commit after it, and a tick of slack for both
-            bound = self.scenario.city.checkpoint + 2 * 0.5 + 1.0
+            bound = self.scenario.city.checkpoint + 2 * COMMIT_INTERVAL + 1.0
             before = [h for h in self._sent_history if h[0] <= at - bound]
             base = before[-1][1] if before else {}
             for device, n in books.items():

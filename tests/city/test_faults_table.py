@@ -36,7 +36,9 @@ async def test_fault_rows_balance_with_every_loss_named(tmp_path: Path) -> None:
 async def test_gateway_fault_rows_lose_only_what_was_sent_while_it_was_down(tmp_path: Path) -> None:
     out = tmp_path / "faults.json"
     names = ["disk_full", "gateway_kill", "gateway_term", "broker_restart"]
-    code = await asyncio.to_thread(faults.main, ["--only", ",".join(names), "--duration", "12", "--json", str(out)])
+    # each row's folder (report.json, gateway.log, stored-batches.jsonl) stays for a failure's inspection
+    code = await asyncio.to_thread(faults.main, ["--only", ",".join(names), "--duration", "12", "--json", str(out),
+                                                 "--workdir", str(tmp_path / "rows")])
     rows = {r["fault"]: r for r in json.loads(out.read_text())}
     assert code == 0, rows
     assert list(rows) == names
