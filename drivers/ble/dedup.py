@@ -32,22 +32,69 @@ def counter_ahead(counter: int, last: int) -> bool:
 
 
 class Deduplicator:
-    """Remembers the last measurement identity per device."""
+    """Remembers the last measurement identity per device.
 
-    __slots__ = ("_last",)
+    With a state folder the identities are persisted (JSON, written with the replay counters:
+    periodically and when the driver stops), so a gateway restarted between two repeats of one
+    measurement does not count it again: a tag repeats a measurement over several
+    advertisements, and the one the stopped gateway counted is still being advertised when the
+    next one listens (issue 17: a clean restart counted up to one measurement per tag twice).
+    An identity is `(format, sequence or counter)` or `(format, payload bytes)`."""
 
-    def __init__(self) -> None:
+    FILE_NAME: Final = "last_measurements.json"
+
+    __slots__ = ("_last", "_path", "_dirty")
+
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._last: dict[str, object] = {}
+        self._path = state_dir / self.FILE_NAME if state_dir is not None else None
+        self._dirty = False
+        if self._path is not None and self._path.exists():
+            try:
+                loaded = json.loads(self._path.read_text())
+                self._last = {str(device): _identity_from_json(value) for device, value in loaded.items()}
+            except (ValueError, TypeError, AttributeError):
+                self._last = {}  # a damaged file only risks one measurement per tag counted twice
 
     def is_new(self, device: str, identity: object) -> bool:
         """True the first time `identity` is seen for `device` (since its previous one)."""
         if self._last.get(device) == identity:
             return False
         self._last[device] = identity
+        self._dirty = True
         return True
 
     def __len__(self) -> int:
         return len(self._last)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def save(self) -> None:
+        if self._path is None or not self._dirty:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({device: _identity_to_json(i) for device, i in self._last.items()}, sort_keys=True))
+        os.replace(tmp, self._path)
+        self._dirty = False
+
+
+def _identity_to_json(identity: object) -> object:
+    if isinstance(identity, tuple):
+        return [_identity_to_json(part) for part in identity]
+    if isinstance(identity, bytes):
+        return {"hex": identity.hex()}
+    return identity
+
+
+def _identity_from_json(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(_identity_from_json(part) for part in value)
+    if isinstance(value, dict):
+        return bytes.fromhex(str(value["hex"]))
+    return value
 
 
 class ReplayGuard:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from drivers.ble import Config
-from drivers.ble.dedup import ReplayGuard
+from drivers.ble.dedup import Deduplicator, ReplayGuard
 from drivers.ble.errors import BleDecodeError
 from drivers.ble.pipeline import AdvertisementPipeline
 from drivers.ble.transport import AdapterControl, Scanner
@@ -24,7 +24,7 @@ from gateway.errors import DriverError
 
 __all__ = ["BleDriver"]
 
-_STATE_SAVE_INTERVAL = 30.0  # seconds between replay-counter saves
+_STATE_SAVE_INTERVAL = 30.0  # seconds between saves of the replay counters and last measurements
 
 
 class BleDriver(Driver[Config]):
@@ -36,6 +36,7 @@ class BleDriver(Driver[Config]):
             allow=frozenset(config.allow),
             bthome_keys={mac: bytes.fromhex(key) for mac, key in config.bthome_keys.items()},
             replay_guard=ReplayGuard(ctx.state_dir),
+            dedup=Deduplicator(ctx.state_dir),
             emit_rssi=config.emit_rssi,
             count=ctx.count,
         )
@@ -136,12 +137,17 @@ class BleDriver(Driver[Config]):
         self._save_counters()
 
     def _save_counters(self) -> None:
-        """Persist the BTHome replay counters. A disk that refuses the write (full, read-only)
-        is counted and logged once; the counters stay dirty and are written next time: the
-        driver never dies of the SD card."""
+        """Persist the BTHome replay counters and the last measurement of each tag. A disk that
+        refuses the write (full, read-only) is counted and logged once; the state stays dirty
+        and is written next time: the driver never dies of the SD card."""
         try:
             self.pipeline.replay.save()
         except OSError as error:
             self.ctx.state_write_failed(self.pipeline.replay.path, error,
                                         "replay counters kept in memory, written again later")
+        try:
+            self.pipeline.dedup.save()
+        except OSError as error:
+            self.ctx.state_write_failed(self.pipeline.dedup.path, error,
+                                        "last measurements kept in memory, written again later")
 

@@ -51,13 +51,14 @@ class AdvertisementPipeline:
         allow: frozenset[str] = frozenset(),
         bthome_keys: Mapping[str, bytes] | None = None,
         replay_guard: ReplayGuard | None = None,
+        dedup: Deduplicator | None = None,
         emit_rssi: bool = True,
         count: Callable[[str], None] | None = None,
     ) -> None:
         self.allow = frozenset(mac.upper() for mac in allow)
         self.keys = {mac.upper(): key for mac, key in (bthome_keys or {}).items()}
         self.replay = replay_guard if replay_guard is not None else ReplayGuard()
-        self.dedup = Deduplicator()
+        self.dedup = dedup if dedup is not None else Deduplicator()
         self._last_payload: dict[str, bytes] = {}  # MAC -> last decoded payload
         self.emit_rssi = emit_rssi
         self._count = count or (lambda name: None)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from drivers.ble import Config
 from drivers.ble.decoders import BTHOME_UUID, ENVIRONMENTAL_SENSING_UUID, RUUVI_COMPANY_ID, bthome
-from drivers.ble.dedup import ReplayGuard, counter_ahead
+from drivers.ble.dedup import Deduplicator, ReplayGuard, counter_ahead
 from drivers.ble.errors import BleDecodeError
 from drivers.ble.pipeline import AdvertisementPipeline, Outcome
 from gateway.config import parse_config
@@ -40,6 +40,29 @@ def test_formats_without_sequence_dedup_on_payload() -> None:
     first = pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: frame}, {}, None, 1.0)
     assert first[0] == "" and all(r.metric != "rssi" for r in first[1])
     assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: frame}, {}, None, 2.0)[0] == Outcome.DUPLICATE
+
+
+def test_a_restart_between_two_repeats_does_not_count_the_measurement_again(tmp_path: Path) -> None:
+    """Issue 17: a tag repeats one measurement over several advertisements; the gateway stopped
+    (cleanly) after the first and started before the next must not count it twice."""
+    seq_frame = RUUVI
+    no_seq_frame = bytes.fromhex(v.RUUVI[4][2])  # data format 3: identified by its payload
+    other_mac = "CB:B8:33:4C:88:50"
+    before = AdvertisementPipeline(dedup=Deduplicator(tmp_path))
+    assert before.process(RUUVI_MAC, {RUUVI_COMPANY_ID: seq_frame}, {}, -61, 1.0)[0] == ""
+    assert before.process(other_mac, {RUUVI_COMPANY_ID: no_seq_frame}, {}, -61, 1.0)[0] == ""
+    before.dedup.save()
+    after = AdvertisementPipeline(dedup=Deduplicator(tmp_path))
+    assert after.process(RUUVI_MAC, {RUUVI_COMPANY_ID: seq_frame}, {}, -65, 2.0) == (Outcome.DUPLICATE, [])
+    assert after.process(other_mac, {RUUVI_COMPANY_ID: no_seq_frame}, {}, -65, 2.0) == (Outcome.DUPLICATE, [])
+    next_frame = RUUVI[:16] + (206).to_bytes(2, "big") + RUUVI[18:]
+    assert after.process(RUUVI_MAC, {RUUVI_COMPANY_ID: next_frame}, {}, -65, 3.0)[0] == ""
+    # without the saved state (the old behaviour) the repeat was counted again
+    forgetful = AdvertisementPipeline()
+    assert forgetful.process(RUUVI_MAC, {RUUVI_COMPANY_ID: seq_frame}, {}, -65, 2.0)[0] == ""
+    # a damaged file forgets, it does not fail
+    (tmp_path / Deduplicator.FILE_NAME).write_text("{not json")
+    assert len(Deduplicator(tmp_path)) == 0
 
 
 def test_unknown_bthome_object_keeps_earlier_readings_and_is_counted() -> None:
