@@ -47,7 +47,7 @@ from simulators.city.report import (
     render_report,
     write_report,
 )
-from simulators.city.scenario import BrokerRestart, ClockJump, Scenario
+from simulators.city.scenario import BrokerRestart, CityConfig, ClockJump, Scenario
 from simulators.city.serial_fleet import SerialFleet
 from simulators.city.tomlout import to_toml
 
@@ -201,10 +201,11 @@ class CityRun:
         await self._wait_gateway()
 
     def _gateway_command(self, config_path: Path) -> list[str]:
-        """`edge-gateway run`, or with faults the same gateway under simulators.city.gwproc: it
-        records what every stored batch covered (evictions named per seq and device) and, for
-        a clock jump, runs on a clock the runner steps."""
-        if not self.scenario.faults:
+        """`edge-gateway run`, or, with faults or an outbox bound below the default, the same
+        gateway under simulators.city.gwproc: it records what every stored batch covered
+        (evictions named per seq and device) and, for a clock jump, runs on a clock the runner
+        steps. A run without either leaves the gateway process exactly as shipped."""
+        if not self.scenario.faults and self.scenario.city.outbox_max_bytes >= CityConfig().outbox_max_bytes:
             return [self.options.python, "-m", "gateway.cli", "run", "--config", str(config_path), "--drain", "--summary"]
         command = [self.options.python, "-m", "simulators.city.gwproc", "--config", str(config_path),
                    "--stored-log", str(self.stored_log.resolve()), "--drain", "--summary"]
