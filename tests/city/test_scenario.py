@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from simulators.city.scenario import ClockJump, Corruption, load_scenario, parse_scenario
+from simulators.city.scenario import (
+    BrokerRestart,
+    ClockJump,
+    Corruption,
+    DiskFull,
+    GatewayKill,
+    GatewayTerm,
+    load_scenario,
+    parse_scenario,
+)
 from simulators.city.tomlout import to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +67,20 @@ def test_faults_are_a_tagged_union() -> None:
     assert isinstance(city.faults[1], ClockJump) and city.faults[1].seconds == -30
 
 
+def test_the_gateways_own_faults_parse_with_their_defaults() -> None:
+    city = parse_scenario({
+        "city": {"duration": 60, "uplink": "mqtt", "mqtt_ack": "platform", "checkpoint": 1.0},
+        "ble": [{"count": 1}],
+        "faults": [{"kind": "disk_full", "at": 1}, {"kind": "gateway_kill", "at": 2},
+                   {"kind": "gateway_term", "at": 3, "down": 4}, {"kind": "broker_restart", "at": 5}],
+    })
+    disk, kill, term, broker = city.faults
+    assert isinstance(disk, DiskFull) and (disk.duration, disk.size_mib) == (4.0, 32)
+    assert isinstance(kill, GatewayKill) and isinstance(term, GatewayTerm) and isinstance(broker, BrokerRestart)
+    assert (kill.down, term.down, broker.down) == (2.0, 4, 3.0)
+    assert (city.city.mqtt_ack, city.city.checkpoint) == ("platform", 1.0)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -72,6 +95,12 @@ def test_faults_are_a_tagged_union() -> None:
          "faults[0].at: expected less than city.duration (10.0), found 20"),
         ({}, "expected at least one device group"),
         ({"ble": [{"count": 70000, "formats": ["pvvx"]}]}, "expected at most 65024 tags of format 'pvvx'"),
+        ({"ble": [{"count": 1}], "faults": [{"kind": "broker_restart", "at": 1}]},
+         'faults[0].kind: broker_restart needs city.uplink = "mqtt", found \'file\''),
+        ({"ble": [{"count": 1}], "faults": [{"kind": "disk_full", "at": 1}, {"kind": "disk_full", "at": 2}]},
+         "faults: expected at most one disk_full"),
+        ({"ble": [{"count": 1}], "faults": [{"kind": "gateway_kill", "at": 1, "down": 0}]},
+         "faults[0].down: expected `float` > 0.0, found 0"),
     ],
 )
 def test_mistakes_are_named(raw: dict, expected: str) -> None:
