@@ -33,7 +33,8 @@ async def test_evictions_do_not_absorb_a_restart_loss(tmp_path: Path) -> None:
     dropped = report["dropped"]
     evictions = dropped["evictions"]
     # batches were evicted, each named by its seq with the readings it took, per device
-    assert evictions["evicted_seqs"] == dropped["outbox_evicted_batches"] > 0
+    # (the outbox's own table, read after the stop, holds at least what /metrics said last)
+    assert evictions["evicted_seqs"] >= dropped["outbox_evicted_batches"] > 0
     assert evictions["undescribed_seqs"] == []
     assert line["evicted"] == sum(sum(devices.values()) for devices in evictions["by_seq"].values()) > 0
     assert line["evicted"] <= dropped["outbox_evicted_readings"]
