@@ -8,14 +8,16 @@ Books on both sides:
   platform (simulators.platform.Ledger: schema-checked, duplicates by batch id and window key
   removed), from the MQTT receiver or from the file uplink's JSON Lines;
 - named losses: frames the simulators damaged on purpose; readings the gateway dropped as too
-  late or too far in the future; window records in batches evicted from a full outbox; batches
-  missing from the seq numbering; BLE measurements the mock BlueZ advertised only while the
-  gateway's scanner had no discovery session (`not_scanning`, seen on the private bus by
-  simulators.city.scan_watch: bleak drops them). Decode errors by cause come from the gateway's
-  /metrics.
+  late or too far in the future (or a 1.6 StopTransaction of a transaction it did not know);
+  BLE measurements the mock BlueZ advertised only while the gateway's scanner had no discovery
+  session (`not_scanning`, seen on the private bus by simulators.city.scan_watch: bleak drops
+  them); and per device: what evicted batches covered (by seq and window key,
+  simulators.city.attribution), what was sent while the gateway was down, what a SIGKILL caught
+  unstored (Outages). Decode errors by cause come from the gateway's /metrics.
 
 `unexplained = sent - covered - named losses`; it must be 0 in a run where nothing went wrong
-that the report cannot name. Readings the gateway derives itself (sensor_status) are shown
+that the report cannot name, and every seq missing at the platform must be one the gateway
+evicted (`missing_seq_not_evicted`). Readings the gateway derives itself (sensor_status) are shown
 apart: no device sent them.
 """
 
