@@ -9,6 +9,7 @@ without one are identified by their payload bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -34,8 +35,8 @@ def counter_ahead(counter: int, last: int) -> bool:
 class Deduplicator:
     """Remembers the last measurement identity per device.
 
-    With a state folder the identities are persisted (JSON, written with the replay counters:
-    periodically and when the driver stops), so a gateway restarted between two repeats of one
+    With a state folder the identities are persisted (JSON, written when the driver stops and
+    read once, then removed, by the next start), so a gateway restarted between two repeats of one
     measurement does not count it again: a tag repeats a measurement over several
     advertisements, and the one the stopped gateway counted is still being advertised when the
     next one listens (issue 17: a clean restart counted up to one measurement per tag twice).
@@ -55,6 +56,10 @@ class Deduplicator:
                 self._last = {str(device): _identity_from_json(value) for device, value in loaded.items()}
             except (ValueError, TypeError, AttributeError):
                 self._last = {}  # a damaged file only risks one measurement per tag counted twice
+            # valid for the restart right after the stop that wrote it, not for a later one
+            # after a crash (a sequence number may have come round again by then)
+            with contextlib.suppress(OSError):
+                self._path.unlink()
 
     def is_new(self, device: str, identity: object) -> bool:
         """True the first time `identity` is seen for `device` (since its previous one)."""

@@ -130,21 +130,25 @@ class BleDriver(Driver[Config]):
                 self._last_activity = loop.time()
         finally:
             await self.scanner.stop()
-            self._save_counters()
+            self._save_counters(stopping=True)
 
     async def close(self) -> None:
         await self.scanner.stop()
-        self._save_counters()
+        self._save_counters(stopping=True)
 
-    def _save_counters(self) -> None:
-        """Persist the BTHome replay counters and the last measurement of each tag. A disk that
-        refuses the write (full, read-only) is counted and logged once; the state stays dirty
-        and is written next time: the driver never dies of the SD card."""
+    def _save_counters(self, *, stopping: bool = False) -> None:
+        """Persist the BTHome replay counters, and when stopping the last measurement of each
+        tag (it changes with every measurement: writing it every 30 s would cost the SD card
+        far more than it saves; after a crash the readings since the last checkpoint are lost
+        anyway). A disk that refuses the write (full, read-only) is counted and logged once;
+        the state stays dirty and is written next time: the driver never dies of the SD card."""
         try:
             self.pipeline.replay.save()
         except OSError as error:
             self.ctx.state_write_failed(self.pipeline.replay.path, error,
                                         "replay counters kept in memory, written again later")
+        if not stopping:
+            return
         try:
             self.pipeline.dedup.save()
         except OSError as error:
