@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.errors import DecodeError
+from gateway.metrics import PREFIX, per_kind
 from gateway.model import Event, Reading
 
-__all__ = ["Driver", "DriverContext", "DriverSettings"]
+__all__ = ["Driver", "DriverContext", "DriverMetrics", "DriverSettings"]
 
 _INF = float("inf")
 
@@ -49,8 +51,8 @@ MAX_DEVICES_TRACKED = 100_000
 class DriverContext:
     """What a running driver may touch: the reading sink, counters, its state folder, a clock.
 
-    Counters are plain integers read by the health collector at scrape time, so counting costs
-    no lock on the per-reading path.
+    Counters are plain integers that its `metrics` collector reads at scrape time, so counting
+    costs no lock on the per-reading path.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class DriverContext:
         self._logged_causes: set[str] = set()
         # devices heard since start (the status views show how many), bounded
         self.devices: set[str] = set()
+        self.metrics = DriverMetrics(self)
 
     def emit(self, reading: Reading) -> None:
         """Hand one reading to the windows. Must be called on the event loop thread.
@@ -128,9 +131,10 @@ class DriverContext:
         if cause not in self._logged_causes:
             self._logged_causes.add(cause)
             self.log.warning(
-                "decode error (logged once per cause, counted in decode_errors_total)",
+                "decode_error",
                 cause=cause,
                 detail=detail,
+                note="logged once per cause, counted in decode_errors_total",
                 **fields,
             )
 
@@ -147,6 +151,36 @@ class DriverContext:
             self._logged_causes.add(cause)
             self.log.warning("state_write_failed", path=str(path), reason=str(error),
                              note=note or "kept in memory and written again later")
+
+
+class DriverMetrics:
+    """A driver's figures on `/metrics`, each labelled `driver=<name>`: readings, decode errors by
+    cause, its own counters (under one family and one family per kind), when it last delivered a
+    reading, how many devices it heard. Read from the context's integers at scrape time."""
+
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        owner = [ctx.name]
+        readings = CounterMetricFamily(PREFIX + "readings", "Readings received from drivers", labels=["driver"])
+        readings.add_metric(owner, ctx.readings)
+        errors = CounterMetricFamily(PREFIX + "decode_errors", "Bad field data, by cause", labels=["driver", "cause"])
+        for cause, n in list(ctx.decode_errors.items()):
+            errors.add_metric([ctx.name, cause], n)
+        events = CounterMetricFamily(PREFIX + "driver_events", "Driver-specific counters, all kinds under one name "
+                                     "(kept for old readers; use edge_gateway_driver_event_<kind>_total)",
+                                     labels=["driver", "counter"])
+        for name, n in list(ctx.counters.items()):
+            events.add_metric([ctx.name, name], n)
+        seen = GaugeMetricFamily(PREFIX + "driver_last_seen_timestamp_seconds", "Last reading per driver (Unix s)",
+                                 labels=["driver"])
+        seen.add_metric(owner, ctx.last_seen)
+        devices = GaugeMetricFamily(PREFIX + "driver_devices", "Distinct devices heard since start", labels=["driver"])
+        devices.add_metric(owner, len(ctx.devices))
+        yield from (readings, errors, events, seen, devices)
+        yield from per_kind("driver_event_", "driver", ctx.name, ctx.counters, "Driver events of kind {name}")
 
 
 class Driver(abc.ABC, Generic[ConfigT]):

@@ -1,9 +1,10 @@
-"""Counters for every stage, exposed as Prometheus `/metrics`, and the health listener.
+"""The health listener and the status board: `/metrics`, `/healthz`, `/status.json`, `/`.
 
-The pipeline counts in plain integers (no locks on the per-reading path); this collector reads
-them when Prometheus scrapes. Metric names are `edge_gateway_*`; a driver's or uplink's own
-counters become one metric per kind (`edge_gateway_driver_event_<name>_total{driver}`), so a
-`sum()` over one of them means something.
+Every component owns its figures and exposes them as a collector (gateway/metrics.py); the
+runtime registers them in the gateway's `MetricsRegistry`. This module adds what belongs to
+the process rather than to a component (build info, start time, CPU and memory) and serves
+that registry: `/metrics` is the registry as Prometheus text, and the status views are built
+from the same registry (gateway/status.py), so nothing here reads a component's state.
 
 The listener (loopback by default) serves `/metrics`, `/healthz` (200, or 503 with the reasons
 when unhealthy), `/status.json` and `/`, the status page (gateway/status.py); any other path is a
@@ -14,178 +15,50 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
-from gateway.status import OutboxProbe, render_html, snapshot
+from gateway.metrics import PREFIX as P
+from gateway.metrics import MetricsRegistry
+from gateway.status import render_html, snapshot
 
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
-
-__all__ = ["HealthCollector", "HealthServer", "StatusBoard", "fetch_status", "format_status"]
-
-P = "edge_gateway_"
-_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+__all__ = ["BuildInfo", "HealthServer", "StatusBoard", "fetch_status", "format_status"]
 
 
-def _per_kind(
-    prefix: str, label: str, rows: list[tuple[str, dict[str, int]]], text: str
-) -> Iterator[CounterMetricFamily]:
-    """One counter family per counter name: `<prefix><name>_total{<label>}`."""
-    families: dict[str, CounterMetricFamily] = {}
-    for owner, counters in rows:
-        for name, value in list(counters.items()):
-            family = families.get(name)
-            if family is None:
-                family = families[name] = CounterMetricFamily(
-                    P + prefix + _UNSAFE.sub("_", name), text.format(name=name), labels=[label]
-                )
-            family.add_metric([owner], value)
-    yield from families.values()
+class BuildInfo:
+    """The process's own figures: which gateway and version run, since when."""
 
-
-class HealthCollector:
-    def __init__(self, gateway: Gateway, probe: OutboxProbe | None = None) -> None:
-        self.gateway = gateway
-        self.probe = probe
+    def __init__(self, gateway_id: str) -> None:
+        self.gateway_id = gateway_id
         self.started = time.time()
 
-    def collect(self) -> Iterator[Any]:
-        g = self.gateway
-        w = g.aggregator.stats
-        o = g.outbox.stats
+    def collect(self) -> Iterator[Metric]:
         build = InfoMetricFamily(P + "build", "Version of the running gateway")
-        build.add_metric([], {"version": __version__, "gateway": g.config.gateway.id,
+        build.add_metric([], {"version": __version__, "gateway": self.gateway_id,
                               "python": platform.python_version()})
         yield build
         yield GaugeMetricFamily(P + "start_time_seconds", "Start of this process (Unix s)", value=self.started)
-        yield GaugeMetricFamily(P + "last_tick_timestamp_seconds", "Last completed outbox commit tick (Unix s)",
-                                value=g.last_tick)
-        yield GaugeMetricFamily(P + "outbox_storage_failing", "1 while outbox commits fail and are retried",
-                                value=1.0 if g.storage_failing else 0.0)
-
-        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(P + name, text, value=value)
-
-        def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(P + name, text, value=value)
-
-        readings = CounterMetricFamily(P + "readings", "Readings received from drivers", labels=["driver"])
-        errors = CounterMetricFamily(P + "decode_errors", "Bad field data, by cause", labels=["driver", "cause"])
-        dev = CounterMetricFamily(P + "driver_events", "Driver-specific counters, all kinds under one name "
-                                  "(kept for old readers; use edge_gateway_driver_event_<kind>_total)",
-                                  labels=["driver", "counter"])
-        restarts = CounterMetricFamily(P + "driver_restarts", "Driver restarts after a failure", labels=["driver"])
-        seen = GaugeMetricFamily(P + "driver_last_seen_timestamp_seconds", "Last reading per driver (Unix s)", labels=["driver"])
-        up = GaugeMetricFamily(P + "driver_up", "1 while the driver runs, 0 while it waits to restart", labels=["driver"])
-        devices = GaugeMetricFamily(P + "driver_devices", "Distinct devices heard since start", labels=["driver"])
-        for sup in g.supervisors:
-            ctx = sup.ctx
-            readings.add_metric([ctx.name], ctx.readings)
-            for cause, n in list(ctx.decode_errors.items()):
-                errors.add_metric([ctx.name, cause], n)
-            for name, n in list(ctx.counters.items()):
-                dev.add_metric([ctx.name, name], n)
-            restarts.add_metric([ctx.name], sup.restarts)
-            seen.add_metric([ctx.name], ctx.last_seen)
-            up.add_metric([ctx.name], 1.0 if sup.running else 0.0)
-            devices.add_metric([ctx.name], len(ctx.devices))
-        yield from (readings, errors, dev, restarts, seen, up, devices)
-        yield from _per_kind("driver_event_", "driver", [(sup.ctx.name, sup.ctx.counters) for sup in g.supervisors],
-                             "Driver events of kind {name}")
-
-        yield counter("events", "Priority events forwarded", g.events_in)
-        yield counter("windows_closed", "Windows closed (first revision)", w.closed)
-        yield counter("windows_revised", "Revisions of closed windows from late readings", o.revisions)
-        yield counter("late_accepted", "Readings for closed windows within max_lateness", w.late_accepted)
-        yield counter("late_dropped", "Readings older than max_lateness, dropped", w.late_dropped)
-        yield counter("future_dropped", "Readings too far ahead of the gateway clock, dropped", w.future_dropped)
-        yield counter("unknown_metric_dropped", "Readings of metrics outside the catalog", w.unknown_metric)
-        yield gauge("open_series", "Open window accumulators", g.aggregator.open_series)
-        yield counter("clock_jumps", "Wall-clock steps larger than a tick (NTP sync)", g.clock_jumps)
-        yield counter("time_gaps", "Gaps in the gateway's own time (downtime, clock steps forward) "
-                      "that ended the carried states", g.time_gaps)
-        yield counter("held_records_dropped", "Closed windows and events dropped from memory while "
-                      "the disk refused writes for too long", g.held_records_dropped)
-
-        yield gauge("outbox_batches", "Batches stored in the outbox", o.batches)
-        yield gauge("outbox_bytes", "Payload bytes stored in the outbox", o.bytes)
-        yield gauge("outbox_max_bytes", "Configured outbox bound", g.outbox.max_bytes)
-        yield counter("outbox_commits", "Grouped commits", o.commits)
-        yield counter("outbox_bytes_written", "Batch payload bytes committed", o.bytes_committed)
-        yield counter("outbox_records_written", "Window records committed", o.records_written)
-        yield counter("outbox_evicted_batches", "Batches evicted because the outbox was full", o.evicted_batches)
-        yield counter("outbox_evicted_records", "Window records in evicted batches", o.evicted_records)
-        yield counter("outbox_evicted_readings", "Readings covered by the window records and events of evicted batches",
-                      o.evicted_readings)
-        yield counter("outbox_dead_letters", "Batches moved to the dead-letter table", o.dead_letters)
-        yield counter("outbox_write_errors", "Failed commits (disk full, I/O error)", g.storage_errors)
-
-        fwd_b = CounterMetricFamily(P + "uplink_forwarded_batches", "Batches acknowledged", labels=["uplink"])
-        fwd_r = CounterMetricFamily(P + "uplink_forwarded_records", "Records in acknowledged batches", labels=["uplink"])
-        fail = CounterMetricFamily(P + "uplink_failures", "Failed connects or sends", labels=["uplink"])
-        dead = CounterMetricFamily(P + "uplink_dead_lettered", "Batches refused as malformed", labels=["uplink"])
-        conn = GaugeMetricFamily(P + "uplink_connected", "1 while connected", labels=["uplink"])
-        ucnt = CounterMetricFamily(P + "uplink_events", "Uplink-specific counters, all kinds under one name "
-                                   "(use edge_gateway_uplink_event_<kind>_total)", labels=["uplink", "counter"])
-        backlog = GaugeMetricFamily(P + "uplink_backlog_batches", "Batches stored, not acknowledged", labels=["uplink"])
-        oldest = GaugeMetricFamily(P + "uplink_oldest_unacknowledged_age_seconds",
-                                   "Age of the oldest batch not acknowledged (0 when none)", labels=["uplink"])
-        last_error = InfoMetricFamily(P + "uplink_last_error", "Last failure, until the next success", labels=["uplink"])
-        probed = self.probe.read() if self.probe is not None else {}
-        for r in g.runners:
-            count, age = probed.get(r.name, (0, 0.0))
-            backlog.add_metric([r.name], count)
-            oldest.add_metric([r.name], age)
-            if r.last_error:
-                last_error.add_metric([r.name], {"error": r.last_error[:200]})
-            fwd_b.add_metric([r.name], r.forwarded_batches)
-            fwd_r.add_metric([r.name], r.forwarded_records)
-            fail.add_metric([r.name], r.failures)
-            dead.add_metric([r.name], r.dead_lettered)
-            conn.add_metric([r.name], 1.0 if r.ctx.connected else 0.0)
-            for name, n in list(r.ctx.counters.items()):
-                ucnt.add_metric([r.name, name], n)
-        latency = HistogramMetricFamily(P + "uplink_ack_latency_seconds",
-                                        "From a window batch's making (its windows closed) to its acknowledgement",
-                                        labels=["uplink"])
-        for r in g.runners:
-            latency.add_metric([r.name], r.ack_latency.cumulative(), sum_value=r.ack_latency.total)
-        yield from (fwd_b, fwd_r, fail, dead, conn, ucnt, backlog, oldest, last_error, latency)
-        yield from _per_kind("uplink_event_", "uplink", [(r.name, r.ctx.counters) for r in g.runners],
-                             "Uplink events of kind {name}")
 
 
 class StatusBoard:
-    """The gateway's registry (its counters, build info, process metrics) and the status
-    built from it; exists whether or not the health listener is on (systemd STATUS= uses it)."""
+    """The gateway's registry and the status built from it; exists whether or not the health
+    listener is on (systemd STATUS= uses it). It adds build info and the process metrics
+    (CPU, memory, descriptors) to the registry it is given."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        probe = OutboxProbe(gateway.outbox.path, [u.name for u in gateway.config.uplinks])
-        self.registry.register(HealthCollector(gateway, probe))  # type: ignore[arg-type]
-        ProcessCollector(registry=self.registry)
+    def __init__(self, registry: MetricsRegistry, gateway_id: str) -> None:
+        self.registry = registry
+        registry.register(BuildInfo(gateway_id))
+        ProcessCollector(registry=registry)
 
     def status(self) -> dict[str, Any]:
         return snapshot(self.registry)

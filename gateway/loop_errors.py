@@ -16,12 +16,15 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-__all__ = ["LoopErrorHandler", "install"]
+from gateway.metrics import PREFIX
+
+__all__ = ["LoopErrorHandler", "LoopErrorMetrics", "install"]
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 _OTHER = "other causes (too many distinct ones to track)"
@@ -56,14 +59,16 @@ class LoopErrorHandler:
         self.max_causes = max_causes
         self.clock = clock
         self._causes: dict[str, _Cause] = {}
+        self.metrics = LoopErrorMetrics(self)
 
     @property
     def counts(self) -> dict[str, int]:
-        return {cause: seen.count for cause, seen in self._causes.items()}
+        return {cause: seen.count for cause, seen in list(self._causes.items())}
 
     @property
     def total(self) -> int:
-        return sum(seen.count for seen in self._causes.values())
+        # a copy: a scrape reads this off the event loop's thread
+        return sum(seen.count for seen in list(self._causes.values()))
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: Mapping[str, Any]) -> None:
         error = context.get("exception")
@@ -97,6 +102,20 @@ class LoopErrorHandler:
             )
             seen.logged_at = now
             seen.logged_count = seen.count
+
+
+class LoopErrorMetrics:
+    """The loop's exceptions on `/metrics`: how many, and from how many distinct causes (a cause
+    string names files and lines, too long and too many for a label; the log names each once)."""
+
+    def __init__(self, handler: LoopErrorHandler) -> None:
+        self.handler = handler
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(PREFIX + "loop_exceptions", "Exceptions the event loop caught (callbacks, tasks)",
+                                  value=self.handler.total)
+        yield GaugeMetricFamily(PREFIX + "loop_exception_causes", "Distinct causes of those exceptions",
+                                value=len(self.handler.counts))
 
 
 def describe(error: object, message: str) -> str:

@@ -35,13 +35,14 @@ import secrets
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.batch import (
     SCHEMA_NAME,
@@ -55,12 +56,13 @@ from gateway.batch import (
     encode_document,
 )
 from gateway.errors import StorageError
+from gateway.metrics import PREFIX
 from gateway.model import Event
 from gateway.model import metric as catalog_metric
 from gateway.revisions import close_records
 from gateway.windows import CloseResult
 
-__all__ = ["Commit", "CommitReport", "Outbox", "OutboxStats", "Restored"]
+__all__ = ["Commit", "CommitReport", "Outbox", "OutboxMetrics", "OutboxStats", "Restored"]
 
 log = structlog.get_logger("outbox")
 
@@ -209,6 +211,38 @@ class OutboxStats:
     state_bytes: int = 0  # window state on disk, counted against max_bytes with the batches
 
 
+class OutboxMetrics:
+    """The outbox's figures on `/metrics`: what it holds against its bound, what it committed,
+    evicted and dead-lettered, the revisions it made. Read at scrape time from `Outbox.stats`,
+    which the outbox thread keeps (plain integers: a scrape takes no lock of the writer's)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def collect(self) -> Iterator[Metric]:
+        o = self.outbox.stats
+        yield CounterMetricFamily(PREFIX + "windows_revised", "Revisions of closed windows from late readings",
+                                  value=o.revisions)
+        for name, text, value in (
+            ("outbox_batches", "Batches stored in the outbox", o.batches),
+            ("outbox_bytes", "Payload bytes stored in the outbox", o.bytes),
+            ("outbox_max_bytes", "Configured outbox bound", self.outbox.max_bytes),
+        ):
+            yield GaugeMetricFamily(PREFIX + name, text, value=value)
+        for name, text, value in (
+            ("outbox_commits", "Grouped commits", o.commits),
+            ("outbox_batches_written", "Batches made and committed", o.batches_written),
+            ("outbox_bytes_written", "Batch payload bytes committed", o.bytes_committed),
+            ("outbox_records_written", "Window records committed", o.records_written),
+            ("outbox_evicted_batches", "Batches evicted because the outbox was full", o.evicted_batches),
+            ("outbox_evicted_records", "Window records in evicted batches", o.evicted_records),
+            ("outbox_evicted_readings", "Readings covered by the window records and events of evicted batches",
+             o.evicted_readings),
+            ("outbox_dead_letters", "Batches moved to the dead-letter table", o.dead_letters),
+        ):
+            yield CounterMetricFamily(PREFIX + name, text, value=value)
+
+
 class Outbox:
     def __init__(
         self,
@@ -231,6 +265,7 @@ class Outbox:
         self.batch_max_records = batch_max_records
         self.clock = clock
         self.stats = OutboxStats()
+        self.metrics = OutboxMetrics(self)
         self.stream = ""
         self._db: sqlite3.Connection | None = None
         self._next_seq = 1

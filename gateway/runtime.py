@@ -24,11 +24,12 @@ import errno
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway import loop_errors
 from gateway.backoff import Backoff
@@ -36,6 +37,7 @@ from gateway.batch import KeyframeRecord
 from gateway.config import Config
 from gateway.driver import Driver, DriverContext
 from gateway.errors import ConfigError, StorageError
+from gateway.metrics import PREFIX, Collector, MetricsRegistry, Samples, read_samples
 from gateway.model import Event, metric
 from gateway.outbox import Commit, Outbox, Restored, encode_checkpoint
 from gateway.registry import load_driver, load_uplink
@@ -53,7 +55,7 @@ from gateway.uplinks.base import UplinkContext
 from gateway.uplinks.runner import UplinkRunner
 from gateway.windows import Aggregator
 
-__all__ = ["DriverSupervisor", "Gateway", "Summary"]
+__all__ = ["DriverSupervisor", "Gateway", "RuntimeMetrics", "Summary", "SupervisorMetrics"]
 
 log = structlog.get_logger("runtime")
 
@@ -101,6 +103,7 @@ class DriverSupervisor:
         self.backoff = backoff
         self.restarts = 0
         self.running = False
+        self.metrics = SupervisorMetrics(self)
 
     async def run(self) -> None:
         while True:
@@ -132,6 +135,48 @@ class DriverSupervisor:
             self.ctx.log.warning("driver_close_failed", error=str(error))
 
 
+class SupervisorMetrics:
+    """A supervised driver's restarts and whether it runs now, labelled `driver=<name>` (its
+    readings and errors are its context's figures: gateway/driver.DriverMetrics)."""
+
+    def __init__(self, supervisor: DriverSupervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        owner = [self.supervisor.ctx.name]
+        restarts = CounterMetricFamily(PREFIX + "driver_restarts", "Driver restarts after a failure", labels=["driver"])
+        restarts.add_metric(owner, self.supervisor.restarts)
+        up = GaugeMetricFamily(PREFIX + "driver_up", "1 while the driver runs, 0 while it waits to restart",
+                               labels=["driver"])
+        up.add_metric(owner, 1.0 if self.supervisor.running else 0.0)
+        yield from (restarts, up)
+
+
+class RuntimeMetrics:
+    """The tick loop's own figures: when it last committed, whether commits fail, priority events
+    forwarded, clock steps and time gaps, records dropped while the disk refused writes."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        g = self.gateway
+        yield GaugeMetricFamily(PREFIX + "last_tick_timestamp_seconds", "Last completed outbox commit tick (Unix s)",
+                                value=g.last_tick)
+        yield GaugeMetricFamily(PREFIX + "outbox_storage_failing", "1 while outbox commits fail and are retried",
+                                value=1.0 if g.storage_failing else 0.0)
+        for name, text, value in (
+            ("events", "Priority events forwarded", g.events_in),
+            ("clock_jumps", "Wall-clock steps larger than a tick (NTP sync)", g.clock_jumps),
+            ("time_gaps", "Gaps in the gateway's own time (downtime, clock steps forward) "
+             "that ended the carried states", g.time_gaps),
+            ("held_records_dropped", "Closed windows and events dropped from memory while "
+             "the disk refused writes for too long", g.held_records_dropped),
+            ("outbox_write_errors", "Failed commits (disk full, I/O error)", g.storage_errors),
+        ):
+            yield CounterMetricFamily(PREFIX + name, text, value=value)
+
+
 @dataclass
 class Summary:
     readings: int
@@ -147,6 +192,32 @@ class Summary:
     outbox_batches: int
     outbox_path: str
     outputs: list[str]
+
+    @classmethod
+    def from_samples(cls, samples: Samples, *, outbox_path: str, outputs: list[str]) -> Summary:
+        """The figures of a run as the gateway's registry holds them (what /metrics showed)."""
+
+        def total(name: str) -> int:
+            return int(sum(value for _, value in samples.get(PREFIX + name, [])))
+
+        def by_uplink(name: str) -> dict[str, int]:
+            return {labels["uplink"]: int(value) for labels, value in samples.get(PREFIX + name, [])}
+
+        return cls(
+            readings=total("readings_total"),
+            windows_closed=total("windows_closed_total"),
+            revisions=total("windows_revised_total"),
+            late_dropped=total("late_dropped_total"),
+            future_dropped=total("future_dropped_total"),
+            decode_errors=total("decode_errors_total"),
+            batches_written=total("outbox_batches_written_total"),
+            batches_forwarded=by_uplink("uplink_forwarded_batches_total"),
+            records_forwarded=by_uplink("uplink_forwarded_records_total"),
+            evicted_batches=total("outbox_evicted_batches_total"),
+            outbox_batches=total("outbox_batches"),
+            outbox_path=outbox_path,
+            outputs=outputs,
+        )
 
     def render(self) -> str:
         fwd = ", ".join(f"{k}: {v} batches / {self.records_forwarded[k]} records" for k, v in self.batches_forwarded.items())
@@ -166,6 +237,11 @@ class Summary:
                 *[f"  output               {o}" for o in self.outputs],
             ]
         )
+
+
+def _collectors(supervisors: list[DriverSupervisor], runners: list[UplinkRunner]) -> list[Collector]:
+    """The metrics of these drivers (their contexts' and their supervisors') and uplinks."""
+    return [*(c for s in supervisors for c in (s.ctx.metrics, s.metrics)), *(r.metrics for r in runners)]
 
 
 class Gateway:
@@ -193,6 +269,12 @@ class Gateway:
             clock=clock,
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        # every component's metrics, in one registry: /metrics, the status views and the summary
+        self.registry = MetricsRegistry()
+        self.metrics = RuntimeMetrics(self)
+        self.registry.register(self.metrics)
+        self.registry.register(self.aggregator.metrics)
+        self.registry.register(self.outbox.metrics)
         self.supervisors: list[DriverSupervisor] = []
         self.runners: list[UplinkRunner] = []
         self.events_in = 0
@@ -212,6 +294,7 @@ class Gateway:
         self._next_keyframe = 0.0  # monotonic time of the next keyframe: the first tick sends one
         self.health: Any = None
         self.status_board: Any = None
+        self.backlog_probe: Any = None  # gateway.status.OutboxProbe, made at start-up
         self.loop_errors: loop_errors.LoopErrorHandler | None = None
         # reloads (gateway/reload.py): the live task lists, reload counts by result
         self._driver_tasks: list[asyncio.Task[None]] = []
@@ -243,10 +326,12 @@ class Gateway:
     def _build_drivers(self) -> None:
         for settings in self.config.drivers:
             self.supervisors.append(self._make_supervisor(settings))
+        self.registry.replace([], _collectors(self.supervisors, []))
 
     def _build_uplinks(self) -> None:
         for settings in self.config.uplinks:
             self.runners.append(self._make_runner(settings))
+        self.registry.replace([], _collectors([], self.runners))
 
     def _make_supervisor(self, settings: Any, config: Config | None = None) -> DriverSupervisor:
         rt = (config or self.config).runtime
@@ -473,8 +558,12 @@ class Gateway:
         self._build_drivers()
         self._build_uplinks()
         from gateway.health import HealthServer, StatusBoard
+        from gateway.status import OutboxProbe
 
-        self.status_board = StatusBoard(self)
+        self.backlog_probe = OutboxProbe(self.outbox.path, [u.name for u in self.config.uplinks])
+        self.registry.register(self.backlog_probe)
+        self.registry.register(ReloadCollector(self))
+        self.status_board = StatusBoard(self.registry, self.config.gateway.id)
         if self.config.health.listen:
             self.health = HealthServer(self.status_board, self.config.health.listen)
             self.health.start()
@@ -496,6 +585,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # an exception raised on every loop turn is logged once per cause, not once per turn
         self.loop_errors = loop_errors.install(loop)
+        self.registry.register(self.loop_errors.metrics)
         # before start-up: a SIGTERM while the outbox opens must still end in a clean stop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -590,8 +680,6 @@ class Gateway:
         # the same list objects _shutdown() gets: a reload edits them in place
         self._driver_tasks, self._runner_tasks = tasks, runner_tasks
         self._running = True
-        if self.status_board is not None:
-            self.status_board.registry.register(ReloadCollector(self))
         if self.remote_config is not None:
             self.remote_config.start()
 
@@ -683,7 +771,9 @@ class Gateway:
                 supervisor.restarts = previous.restarts
         kept = {n: s for n, s in old_supervisors.items() if n not in plan.stop_drivers}
         kept.update((s.ctx.name, s) for s in supervisors)
-        self.supervisors = [kept[s.name] for s in new.drivers]
+        running = [kept[s.name] for s in new.drivers]
+        self.registry.replace(_collectors(self.supervisors, []), _collectors(running, []))
+        self.supervisors = running
 
         old_runners = {r.name: r for r in self.runners}
         stopping = [old_runners[n] for n in plan.stop_uplinks]
@@ -700,7 +790,11 @@ class Gateway:
                 runner.forwarded_records = before.forwarded_records
                 runner.failures = before.failures
                 runner.dead_lettered = before.dead_lettered
-        self.runners = [kept_runners[u.name] for u in new.uplinks]
+        sending = [kept_runners[u.name] for u in new.uplinks]
+        self.registry.replace(_collectors([], self.runners), _collectors([], sending))
+        self.runners = sending
+        if self.backlog_probe is not None:
+            self.backlog_probe.uplinks = [u.name for u in new.uplinks]
         # what the stopped runners had acknowledged since the last tick, then the new cursor set
         commit = Commit(now=self.clock())
         for runner in stopping:
@@ -729,7 +823,7 @@ class Gateway:
             from gateway.logs import configure_logging
 
             configure_logging(new.log.level, new.log.format)
-        if "health" in plan.other or plan.stop_uplinks or plan.start_uplinks:
+        if "health" in plan.other:
             await self._restart_health(old)
         if "remote_config" in plan.other:
             if self.remote_config is not None:
@@ -744,12 +838,10 @@ class Gateway:
                 self.remote_config.start()
 
     async def _restart_health(self, old: Config) -> None:
-        """A new status board (its backlog probe names the uplinks); the listener keeps its port
-        when `health.listen` did not change."""
-        from gateway.health import HealthServer, StatusBoard
+        """The listener again, on the same status board (a reload changes the registry's parts,
+        never the board); it keeps its port when `health.listen` did not change."""
+        from gateway.health import HealthServer
 
-        board = StatusBoard(self)
-        board.registry.register(ReloadCollector(self))
         listen = self.config.health.listen
         if self.health is not None:
             if listen == old.health.listen:
@@ -757,9 +849,8 @@ class Gateway:
                 listen = f"[{host}]:{self.health.port}" if ":" in host else f"{host}:{self.health.port}"
             await asyncio.to_thread(self.health.stop)
             self.health = None
-        self.status_board = board
         if listen:
-            server = HealthServer(board, listen)
+            server = HealthServer(self.status_board, listen)
             try:
                 await asyncio.to_thread(server.start)
             except OSError as error:
@@ -778,23 +869,11 @@ class Gateway:
         return result
 
     def summary(self) -> Summary:
+        """The run's figures from the gateway's registry (the components' own metrics) and
+        where the file uplinks wrote."""
         outputs = []
         for r in self.runners:
             current = getattr(r.uplink, "current", None)
             if current is not None:
                 outputs.append(f"{r.name}: {current}")
-        return Summary(
-            readings=sum(s.ctx.readings for s in self.supervisors),
-            windows_closed=self.aggregator.stats.closed,
-            revisions=self.outbox.stats.revisions,
-            late_dropped=self.aggregator.stats.late_dropped,
-            future_dropped=self.aggregator.stats.future_dropped,
-            decode_errors=sum(sum(s.ctx.decode_errors.values()) for s in self.supervisors),
-            batches_written=self.outbox.stats.batches_written,
-            batches_forwarded={r.name: r.forwarded_batches for r in self.runners},
-            records_forwarded={r.name: r.forwarded_records for r in self.runners},
-            evicted_batches=self.outbox.stats.evicted_batches,
-            outbox_batches=self.outbox.stats.batches,
-            outbox_path=str(self.outbox.path),
-            outputs=outputs,
-        )
+        return Summary.from_samples(read_samples(self.registry), outbox_path=str(self.outbox.path), outputs=outputs)

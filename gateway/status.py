@@ -1,8 +1,9 @@
 """One view of the gateway's health for people: `edge-gateway status`, `/status.json`, `/`,
 `/healthz` and systemd's STATUS= line all come from `snapshot()`.
 
-The snapshot is read from the same Prometheus registry `/metrics` serves, so what the
-technician sees on the status page and what Grafana plots can never disagree. It also carries a
+The snapshot is read from the same Prometheus registry `/metrics` serves (each component's
+collector, gateway/metrics.py), so what the technician sees on the status page and what
+Grafana plots can never disagree. It also carries a
 verdict with its reasons:
 
 - unhealthy (exit status 2, `/healthz` 503): the tick loop stopped committing, the outbox cannot
@@ -18,15 +19,18 @@ import html
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from gateway.metrics import PREFIX, Samples, read_samples
 
 __all__ = ["EXIT_CODES", "OutboxProbe", "one_line", "render_html", "render_text", "snapshot"]
 
-P = "edge_gateway_"
+P = PREFIX
 EXIT_CODES = {"ok": 0, "degraded": 1, "unhealthy": 2}
 
 # A driver without a reading this long is called silent (seconds).
@@ -39,30 +43,53 @@ OUTBOX_NEARLY_FULL = 0.9
 
 
 class OutboxProbe:
-    """Backlog and age of the oldest unacknowledged batch per uplink, from the outbox file.
+    """Backlog and age of the oldest unacknowledged batch per uplink, from the outbox file: the
+    collector of `edge_gateway_uplink_backlog_batches` and `..._oldest_unacknowledged_age_seconds`.
 
     It opens its own read-only SQLite connection (WAL lets readers run beside the writer), so it
     needs nothing from the outbox object and never takes the outbox thread's time. Results are
-    kept for a second: a page refresh and a scrape at once cost one query per uplink.
+    kept for a second: a page refresh and a scrape at once cost one query per uplink. A reload
+    that changes the uplinks sets `uplinks`.
     """
 
     def __init__(self, path: Path, uplinks: list[str], clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        self.uplinks = uplinks
+        self._uplinks = list(uplinks)
         self.clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, tuple[int, float]]] = (0.0, {})
+
+    @property
+    def uplinks(self) -> list[str]:
+        return self._uplinks
+
+    @uplinks.setter
+    def uplinks(self, names: list[str]) -> None:
+        with self._lock:
+            self._uplinks = list(names)
+            self._cached = (0.0, {})
 
     def read(self) -> dict[str, tuple[int, float]]:
         """uplink -> (batches not acknowledged, age in seconds of the oldest of them or 0)."""
         with self._lock:
             at, cached = self._cached
             now = time.monotonic()
-            if now - at < 1.0:
+            if at and now - at < 1.0:
                 return cached
             result = self._query()
             self._cached = (now, result)
             return result
+
+    def collect(self) -> Iterator[Metric]:
+        backlog = GaugeMetricFamily(P + "uplink_backlog_batches", "Batches stored, not acknowledged", labels=["uplink"])
+        oldest = GaugeMetricFamily(P + "uplink_oldest_unacknowledged_age_seconds",
+                                   "Age of the oldest batch not acknowledged (0 when none)", labels=["uplink"])
+        probed = self.read()
+        for name in self.uplinks:
+            count, age = probed.get(name, (0, 0.0))
+            backlog.add_metric([name], count)
+            oldest.add_metric([name], age)
+        yield from (backlog, oldest)
 
     def _query(self) -> dict[str, tuple[int, float]]:
         if not self.path.exists():
@@ -87,21 +114,11 @@ class OutboxProbe:
             db.close()
 
 
-def _samples(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue
-            out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    return out
-
-
-def _by(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str) -> dict[str, float]:
+def _by(samples: Samples, name: str, label: str) -> dict[str, float]:
     return {labels.get(label, ""): value for labels, value in samples.get(P + name, [])}
 
 
-def _one(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, default: float = 0.0) -> float:
+def _one(samples: Samples, name: str, default: float = 0.0) -> float:
     rows = samples.get(P + name, [])
     return rows[0][1] if rows else default
 
@@ -109,7 +126,7 @@ def _one(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, defa
 def snapshot(registry: CollectorRegistry, now: float | None = None) -> dict[str, Any]:
     """Everything the status views show, as plain JSON-able data."""
     now = time.time() if now is None else now
-    s = _samples(registry)
+    s = read_samples(registry)
     info = s.get(P + "build_info", [({}, 1.0)])[0][0]
     started = _one(s, "start_time_seconds", now)
     readings = _by(s, "readings_total", "driver")

@@ -32,10 +32,13 @@ changed: the SD card sees bytes proportional to readings, not to open series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from gateway.batch import WindowRecord
+from gateway.metrics import PREFIX
 from gateway.model import CATALOG, Kind, Reading, extra_metric
 
 assert (int(Kind.GAUGE), int(Kind.COUNTER), int(Kind.STATE)) == (0, 1, 2), "tags below mirror Kind"
@@ -47,6 +50,7 @@ __all__ = [
     "CarryEnd",
     "CloseResult",
     "SeriesKey",
+    "WindowMetrics",
     "WindowStats",
     "finalize",
     "is_gauge",
@@ -94,6 +98,27 @@ class WindowStats:
         self.late_dropped = 0
         self.future_dropped = 0
         self.unknown_metric = 0
+
+
+class WindowMetrics:
+    """The windows' figures on `/metrics`: windows closed, late readings accepted or dropped,
+    readings refused (future, unknown metric), open accumulators. Read at scrape time from the
+    aggregator's integers, never counted twice."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.aggregator.stats
+        for name, text, value in (
+            ("windows_closed", "Windows closed (first revision)", stats.closed),
+            ("late_accepted", "Readings for closed windows within max_lateness", stats.late_accepted),
+            ("late_dropped", "Readings older than max_lateness, dropped", stats.late_dropped),
+            ("future_dropped", "Readings too far ahead of the gateway clock, dropped", stats.future_dropped),
+            ("unknown_metric_dropped", "Readings of metrics outside the catalog", stats.unknown_metric),
+        ):
+            yield CounterMetricFamily(PREFIX + name, text, value=value)
+        yield GaugeMetricFamily(PREFIX + "open_series", "Open window accumulators", value=self.aggregator.open_series)
 
 
 class CloseResult:
@@ -160,6 +185,7 @@ class Aggregator:
         self.grace = float(grace)
         self.max_lateness = float(max_lateness)
         self.stats = WindowStats()
+        self.metrics = WindowMetrics(self)
         # window start -> series -> accumulator
         self._open: dict[int, dict[SeriesKey, list[Any]]] = {}
         self._late: dict[int, dict[SeriesKey, list[Any]]] = {}
@@ -444,7 +470,8 @@ class Aggregator:
 
     @property
     def open_series(self) -> int:
-        return sum(len(b) for b in self._open.values())
+        # a copy of the window list: a scrape reads this off the event loop's thread
+        return sum(len(b) for b in list(self._open.values()))
 
     @property
     def closed_before(self) -> int:

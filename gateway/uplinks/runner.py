@@ -19,22 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 
 from gateway.backoff import Backoff
 from gateway.batch import Batch
 from gateway.errors import BatchRejected
+from gateway.metrics import PREFIX, per_kind
 from gateway.uplinks.base import Uplink, UplinkContext
 
-__all__ = ["LatencyHistogram", "UplinkRunner"]
+__all__ = ["LatencyHistogram", "UplinkMetrics", "UplinkRunner"]
 
 OutboxCall = Callable[..., Awaitable[Any]]
 
 
 class LatencyHistogram:
     """Cumulative-bucket histogram of seconds (Prometheus semantics), kept by the runner and read
-    by the health collector: from a batch's making (its windows just closed) to its
+    by its metrics collector: from a batch's making (its windows just closed) to its
     acknowledgement. Buckets span a healthy link (under a second) to an outage of hours."""
 
     BUCKETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -58,6 +67,49 @@ class LatencyHistogram:
             running += n
             out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
         return out
+
+
+class UplinkMetrics:
+    """One uplink's figures on `/metrics`, each labelled `uplink=<name>`: what it forwarded, its
+    failures and dead letters, whether it is connected, its last error, the acknowledgement
+    latency, and the uplink's own counters (under one family and one family per kind). The
+    backlog per uplink is the outbox's figure (gateway/status.OutboxProbe)."""
+
+    def __init__(self, runner: UplinkRunner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.runner
+        owner = [r.name]
+
+        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(PREFIX + name, text, labels=["uplink"])
+            family.add_metric(owner, value)
+            return family
+
+        yield counter("uplink_forwarded_batches", "Batches acknowledged", r.forwarded_batches)
+        yield counter("uplink_forwarded_records", "Records in acknowledged batches", r.forwarded_records)
+        yield counter("uplink_failures", "Failed connects or sends", r.failures)
+        yield counter("uplink_dead_lettered", "Batches refused as malformed", r.dead_lettered)
+        connected = GaugeMetricFamily(PREFIX + "uplink_connected", "1 while connected", labels=["uplink"])
+        connected.add_metric(owner, 1.0 if r.ctx.connected else 0.0)
+        yield connected
+        events = CounterMetricFamily(PREFIX + "uplink_events", "Uplink-specific counters, all kinds under one name "
+                                     "(use edge_gateway_uplink_event_<kind>_total)", labels=["uplink", "counter"])
+        for name, n in list(r.ctx.counters.items()):
+            events.add_metric([r.name, name], n)
+        yield events
+        last_error = InfoMetricFamily(PREFIX + "uplink_last_error", "Last failure, until the next success",
+                                      labels=["uplink"])
+        if r.last_error:
+            last_error.add_metric(owner, {"error": r.last_error[:200]})
+        yield last_error
+        latency = HistogramMetricFamily(PREFIX + "uplink_ack_latency_seconds",
+                                        "From a window batch's making (its windows closed) to its acknowledgement",
+                                        labels=["uplink"])
+        latency.add_metric(owner, r.ack_latency.cumulative(), sum_value=r.ack_latency.total)
+        yield latency
+        yield from per_kind("uplink_event_", "uplink", r.name, r.ctx.counters, "Uplink events of kind {name}")
 
 
 class UplinkRunner:
@@ -94,7 +146,7 @@ class UplinkRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.log = ctx.log
-        # counters read by the health collector
+        # counters read by self.metrics at scrape time
         self.forwarded_batches = 0
         self.ack_latency = LatencyHistogram()
         self.forwarded_records = 0
@@ -103,6 +155,7 @@ class UplinkRunner:
         self.last_success = 0.0
         self.last_error = ""  # the last failure's reason until the next success (status page)
         self.stopped = False  # gave up on a permanent failure (see the module docstring)
+        self.metrics = UplinkMetrics(self)
 
     # -- what the tick loop collects ---------------------------------------------------------
 
