@@ -85,7 +85,8 @@ class LoopErrorHandler:
                 seen.count = 1
                 seen.logged_count = 1
                 self.log.error(
-                    "exception in the event loop (logged once per cause, then counted)",
+                    "loop_exception",
+                    note="an exception in the event loop; logged once per cause, then counted",
                     cause=cause,
                     loop_message=message,
                     exc_info=error if isinstance(error, BaseException) else None,
@@ -94,7 +95,7 @@ class LoopErrorHandler:
         seen.count += 1
         if now - seen.logged_at >= self.repeat_after:
             self.log.warning(
-                "exception in the event loop still repeating",
+                "loop_exception_repeating",
                 cause=cause,
                 count=seen.count,
                 since_last_line=seen.count - seen.logged_count,

@@ -378,7 +378,7 @@ class Outbox:
                     db.execute("DELETE FROM cursors WHERE uplink = ?", (name,))
                 except sqlite3.Error as error:
                     # harmless if it stays: a start ignores the cursors of unconfigured uplinks
-                    log.warning("stale cursor row kept", uplink=name, reason=str(error))
+                    log.warning("stale_cursor_kept", uplink=name, reason=str(error))
         self.uplinks = names
 
     def close(self) -> None:

@@ -183,7 +183,7 @@ class ReloadResult:
 
 class ReloadCollector:
     """`edge_gateway_config_reloads_total{result}` and the time of the last applied config
-    (registered on the gateway's status board next to the health collector)."""
+    (the runtime registers it in the gateway's registry with the other components' metrics)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway

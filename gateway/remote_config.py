@@ -171,7 +171,7 @@ class RemoteConfig:
     def _retire_active(self, why: str) -> None:
         marker = self._active()
         if marker is not None:
-            log.info("remote config no longer in force", id=marker.get("id"), reason=why)
+            log.info("remote_config_dropped", id=marker.get("id"), reason=why)
             (self.dir / "active.json").unlink(missing_ok=True)
 
     def startup_config(self) -> Config | None:
@@ -194,7 +194,7 @@ class RemoteConfig:
             restore_metrics(local)
             self._retire_active("it no longer fits the local file's core sections")
             return None
-        log.info("starting with the remote config in force", id=marker.get("id"))
+        log.info("remote_config_in_force", id=marker.get("id"))
         return config
 
     def config_for_local_file(self, data: bytes, local: Config) -> Config:
@@ -381,11 +381,11 @@ class RemoteConfig:
             if len(lines) > 2 * KEEP_RESULTS:
                 path.write_text("\n".join(lines[-KEEP_RESULTS:]) + "\n")
         except OSError as error:
-            log.error("cannot keep the remote config result on disk", reason=str(error))
+            log.error("remote_config_result_not_stored", reason=str(error))
         if result == "applied":
-            log.info("remote config applied", id=record["id"], changes=record.get("changes", {}))
+            log.info("remote_config_applied", id=record["id"], changes=record.get("changes", {}))
         else:
-            log.error(f"remote config {result.replace('_', ' ')}", id=record["id"], reasons=reasons)
+            log.error("remote_config_not_applied", result=result, id=record["id"], reasons=reasons)
         self._unpublished = line.encode()
         self._result_ready.set()
         return record

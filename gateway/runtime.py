@@ -568,7 +568,7 @@ class Gateway:
             self.health = HealthServer(self.status_board, self.config.health.listen)
             self.health.start()
         log.info(
-            "gateway started",
+            "gateway_started",
             gateway=self.config.gateway.id,
             config=self.config.source,
             state_dir=str(self.state_dir),
@@ -649,7 +649,7 @@ class Gateway:
         await self.outbox_call(Outbox.close)
         self._executor.shutdown(wait=True)
         self.notifier.close()
-        log.info("gateway stopped")
+        log.info("gateway_stopped")
 
     async def _drain(self, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -696,7 +696,7 @@ class Gateway:
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file, in a task (a signal handler must return at once)."""
         if not self._running or self._stop.is_set():
-            log.warning("config reload requested before start-up finished or while stopping; ignored")
+            log.warning("reload_ignored", note="a reload was requested before start-up finished or while stopping")
             return
         task = asyncio.create_task(self.reload(), name="reload")
         self._reload_tasks.add(task)
@@ -854,17 +854,17 @@ class Gateway:
             try:
                 await asyncio.to_thread(server.start)
             except OSError as error:
-                log.error("health listener not restarted after reload", reason=str(error))
+                log.error("health_listener_failed", reason=str(error), note="the health listener did not restart after a reload")
             else:
                 self.health = server
 
     def _reloaded(self, origin: str, result: ReloadResult) -> ReloadResult:
         self.reloads[result.result] = self.reloads.get(result.result, 0) + 1
         if result.ok:
-            log.info("config reloaded" if result.result == "applied" else "config reloaded: nothing changed",
+            log.info("config_reloaded" if result.result == "applied" else "config_unchanged",
                      origin=origin, config=self.config.source, **result.changes)
         else:
-            log.error("config reload refused; the running config stays", origin=origin, result=result.result,
+            log.error("config_reload_refused", note="the running config stays", origin=origin, result=result.result,
                       problems=result.problems)
         return result
 

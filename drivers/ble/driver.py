@@ -65,7 +65,8 @@ class BleDriver(Driver[Config]):
             self._last_activity = self._loop.time()
         if self._recovery_step:
             self.ctx.count("recoveries")
-            self.ctx.log.info("BLE advertisements flowing again", after_steps=self._recovery_step)
+            self.ctx.log.info("advertisements_resumed", after_steps=self._recovery_step,
+                              note="BLE advertisements flowing again")
             self._recovery_step = 0
         ctx = self.ctx
         try:
@@ -81,7 +82,7 @@ class BleDriver(Driver[Config]):
 
     def _on_transient(self, reason: str) -> None:
         self.ctx.count("bluez_transient_errors")
-        self.ctx.log.info("BlueZ transient error, retrying", reason=reason)
+        self.ctx.log.info("bluez_transient_error", reason=reason, note="retrying")
 
     # -- watchdog -----------------------------------------------------------------------------
 
@@ -97,17 +98,17 @@ class BleDriver(Driver[Config]):
             await self.scanner.stop()
             if step < restarts:
                 self.ctx.count("scanner_restarts")
-                log.warning("no BLE advertisement, restarting the scanner",
+                log.warning("scanner_restarting", note="no BLE advertisement within the stall timeout",
                             stall_timeout=self.config.stall_timeout, step=self._recovery_step)
             else:
                 self.ctx.count("adapter_power_cycles")
-                log.warning("scanner restart did not help, power-cycling the adapter",
+                log.warning("adapter_power_cycling", note="scanner restart did not help",
                             adapter=self.config.adapter or "default", step=self._recovery_step)
                 await self.adapter.power_cycle(self.config.power_off_seconds)
             await self.scanner.start()
         except DriverError as error:
             self.ctx.count("recovery_failures")
-            log.warning("BLE recovery step failed, next step after the stall timeout", error=str(error))
+            log.warning("recovery_step_failed", error=str(error), note="next step after the stall timeout")
 
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()

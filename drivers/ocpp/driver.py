@@ -104,7 +104,7 @@ class OcppDriver(Driver[Config]):
         loop.set_exception_handler(self._accept_errors(previous, {s.fileno() for s in sockets}))
         self.listening.set()
         self._flush_task = asyncio.create_task(self._flush_periodically())
-        self.ctx.log.info("OCPP endpoint listening", port=self.port,
+        self.ctx.log.info("endpoint_listening", port=self.port,
                           mode="proxy" if config.upstream_url else "endpoint")
         try:
             await self._server.serve_forever()
@@ -126,8 +126,9 @@ class OcppDriver(Driver[Config]):
                 self.ctx.count("accept_errors")
                 if cause not in logged:
                     logged.add(cause)
-                    self.ctx.log.warning("cannot accept charge point connections (logged once per"
-                                         " cause, counted in accept_errors)", cause=cause, error=str(error))
+                    self.ctx.log.warning("accept_failed", cause=cause, error=str(error),
+                                         note="cannot accept charge point connections; logged once per "
+                                              "cause, counted in accept_errors")
                 return
             if previous is not None:
                 previous(loop, context)
@@ -220,7 +221,7 @@ class OcppDriver(Driver[Config]):
                     pass  # the normal end of a session
                 except Exception as error:  # one charge point's failure never ends the others
                     ctx.count("session_errors")
-                    ctx.log.warning("charge point session failed", charge_point=ident,
+                    ctx.log.warning("session_failed", charge_point=ident,
                                     error=f"{type(error).__name__}: {error}"[:200])
         finally:
             if poller is not None:

@@ -152,13 +152,13 @@ class ProxySession:
             self.ctx.count("upstream_failures")
             if not self._unreachable_logged:
                 self._unreachable_logged = True
-                self.ctx.log.warning("CSMS unreachable; answering the charge point locally",
+                self.ctx.log.warning("csms_unreachable", note="answering the charge point locally",
                                      charge_point=self.charge_point, error=str(error)[:200])
             return False
         self.ctx.count("upstream_connects")
         if self._unreachable_logged:
             self._unreachable_logged = False
-            self.ctx.log.info("CSMS reachable again", charge_point=self.charge_point)
+            self.ctx.log.info("csms_reachable", charge_point=self.charge_point)
         return True
 
     async def _upstream_loop(self) -> None:
@@ -182,7 +182,7 @@ class ProxySession:
                 pass
             self.upstream = None
             self.ctx.count("upstream_disconnects")
-            self.ctx.log.info("CSMS link lost", charge_point=self.charge_point)
+            self.ctx.log.info("csms_link_lost", charge_point=self.charge_point)
 
     # ------------------------------------------------------------------ charge point -> CSMS
     async def _from_charge_point(self, frame: str | bytes) -> None:

@@ -241,7 +241,7 @@ class _Session:
             route.check_response(answer)
         except Exception as error:  # a handler bug answers InternalError, the session goes on
             self.settings.ctx.count("handler_errors")
-            self.settings.ctx.log.warning("OCPP handler failed", action=action,
+            self.settings.ctx.log.warning("handler_failed", action=action,
                                           error=f"{type(error).__name__}: {error}"[:200])
             return None
         return answer

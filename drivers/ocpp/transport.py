@@ -125,12 +125,12 @@ class LoginThrottle:
                 self.sources.pop(next(iter(self.sources)))
             entry = self.sources[source] = [now, 0.0, 0.0]
             if first_ever:
-                self.log.warning("failed charge point login (logged once per source, counted in"
-                                 " refused_bad_password)", source=source, charge_point=charge_point)
+                self.log.warning("login_failed", source=source, charge_point=charge_point,
+                                 note="logged once per source, counted in refused_bad_password")
         entry[1] += 1
         if self.max_failures and entry[1] >= self.max_failures and not entry[2]:
             entry[2] = 1.0
-            self.log.warning("login source blocked", source=source, failures=int(entry[1]),
+            self.log.warning("login_source_blocked", source=source, failures=int(entry[1]),
                              seconds=self.window)
 
 

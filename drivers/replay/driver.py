@@ -23,7 +23,7 @@ class ReplayDriver(Driver[Config]):
         while True:
             await self._play_once()
             if not self.config.loop:
-                self.ctx.log.info("replay finished", path=self.config.path, readings=self.ctx.readings)
+                self.ctx.log.info("replay_finished", path=self.config.path, readings=self.ctx.readings)
                 await asyncio.Event().wait()  # done; idle until the gateway stops
             self.ctx.count("loops")
 

@@ -46,9 +46,9 @@ class SerialDriver(Driver[Config]):
         if self.port_down:
             self.port_down = False
             self.ctx.count("port_reopened")
-            self.ctx.log.info("serial port back", port=self.config.port)
+            self.ctx.log.info("port_reopened", port=self.config.port)
         else:
-            self.ctx.log.info("serial port open", port=self.config.port, protocol=self.config.protocol)
+            self.ctx.log.info("port_opened", port=self.config.port, protocol=self.config.protocol)
 
     async def run(self) -> None:
         while True:
@@ -61,9 +61,10 @@ class SerialDriver(Driver[Config]):
                     self.port_down = True
                     self.ctx.count("port_lost")
                     self.ctx.log.warning(
-                        "serial port unavailable; reopening with backoff (logged once until back)",
+                        "port_unavailable",
                         port=self.config.port,
                         reason=error.reason,
+                        note="reopening with backoff; logged once until back",
                     )
                     self.session.port_lost(self.ctx.clock(), error.reason)
                 else:

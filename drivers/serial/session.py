@@ -49,7 +49,7 @@ class Session(abc.ABC):
         event = health.success(ts)
         if event is not None:
             self.ctx.event(event)
-            self.ctx.log.info("device answers again", device=health.device)
+            self.ctx.log.info("device_online", device=health.device)
         self.ctx.emit(Reading(health.device, "sensor_status", "ok", ts))
 
     def missed(self, health: DeviceHealth, ts: float, reason: str) -> None:
@@ -59,7 +59,7 @@ class Session(abc.ABC):
             self.ctx.event(event)
             self.ctx.count("devices_offline")
             self.ctx.log.warning(
-                "device marked offline", device=health.device, misses=health.misses, reason=reason
+                "device_offline", device=health.device, misses=health.misses, reason=reason
             )
         if not health.online:
             self.ctx.emit(Reading(health.device, "sensor_status", "offline", ts))

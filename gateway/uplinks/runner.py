@@ -201,8 +201,9 @@ class UplinkRunner:
         self.stopped = True
         self.ctx.connected = False
         self.last_error = str(getattr(error, "reason", None) or error)
-        self.log.error("uplink stopped: retrying cannot fix this; batches stay in the outbox "
-                       "until it is fixed and the gateway restarted", reason=self.last_error)
+        self.log.error("uplink_stopped", reason=self.last_error,
+                       note="retrying cannot fix this; batches stay in the outbox until it is fixed and "
+                            "the gateway restarted")
         return True
 
     async def _after_failure(self, error: BaseException) -> None:
@@ -272,7 +273,8 @@ class UplinkRunner:
             self._done.add(batch.seq)
             self._dead.append((self.name, batch.seq, error.reason))
             self.log.error(
-                "platform refused a batch as malformed; moved to the dead-letter table",
+                "batch_dead_lettered",
+                note="the platform refused the batch as malformed; moved to the dead-letter table",
                 seq=batch.seq,
                 reason=error.reason,
                 status=error.status,

@@ -78,13 +78,16 @@ async def test_ten_thousand_raises_give_one_line_and_the_count() -> None:
         loop.set_exception_handler(previous)
     assert len(lines.lines) == 1
     level, message, fields = lines.lines[0]
-    assert level == "error" and "once per cause" in message
+    assert (level, message) == ("error", "loop_exception") and "once per cause" in fields["note"]
     assert isinstance(fields["exc_info"], ValueError)
     cause = fields["cause"]
     assert cause.startswith("ValueError at ")
     assert "in on_readable" in cause  # where: the callback that raised
     assert handler.counts == {cause: TURNS}
     assert handler.total == TURNS
+    # on /metrics: the handler's own collector
+    exported = {family.name: family.samples[0].value for family in handler.metrics.collect()}
+    assert exported == {"edge_gateway_loop_exceptions": TURNS, "edge_gateway_loop_exception_causes": 1}
 
 
 async def test_a_cause_still_repeating_is_summarised_once_per_period() -> None:

@@ -148,7 +148,7 @@ def test_sigkill_mid_run_loses_no_closed_window_and_resumes_open_ones(tmp_path: 
     missing = [k for k in before if k not in after]
     assert not missing, f"closed before the kill but never delivered: {missing}"
     assert all(after[k] >= c for k, c in before.items())
-    resumed = json.loads([line for line in err.decode().splitlines() if "gateway started" in line][0])
+    resumed = json.loads([line for line in err.decode().splitlines() if "gateway_started" in line][0])
     assert resumed["resumed_open_windows"] == len(checkpointed)
     for key, count in checkpointed.items():
         assert after.get(key, 0) >= count, f"open window {key} did not resume from its checkpoint"
@@ -186,7 +186,7 @@ def test_sigterm_stops_cleanly_and_checkpoints_open_windows(tmp_path: Path) -> N
     assert proc.returncode == 0, err.decode()
     # shutdown_timeout (5 s) bounds the stop; the rest is interpreter exit on a busy machine
     assert time.monotonic() - started < 8.0, "shutdown_timeout bounds the stop"
-    assert b"gateway stopped" in err
+    assert b"gateway_stopped" in err
     db = sqlite3.connect(state / "outbox.sqlite")
     rows = db.execute("SELECT COUNT(*) FROM open_log").fetchone()[0]
     checkpointed = open_checkpoint(db, -(2**62))

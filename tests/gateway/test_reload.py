@@ -219,7 +219,7 @@ def test_sighup_reloads_a_running_process(tmp_path: Path) -> None:
     text = (tmp_path / "gateway.log").read_text()
     assert process.returncode == 0, text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    refused = [e for e in lines if e["event"] == "config reload refused; the running config stays"]
+    refused = [e for e in lines if e["event"] == "config_reload_refused"]
     assert len(refused) == 1 and refused[0]["problems"][0].startswith(f"{path}: not valid TOML")
-    assert [e.get("drivers_added") for e in lines if e["event"] == "config reloaded"] == [["second"]]
+    assert [e.get("drivers_added") for e in lines if e["event"] == "config_reloaded"] == [["second"]]
     assert b"edge-gateway run summary" in out

@@ -59,9 +59,10 @@ async def test_missing_ca_file_is_named_and_not_retried(tmp_path: Path) -> None:
     assert runner.stopped and runner.failures == 1
     assert runner.last_error == f"ca_file {str(missing)!r}: no such file"
     errors = [line for line in log.lines if line[0] == "error"]
-    assert errors == [("error", "uplink stopped: retrying cannot fix this; batches stay in the "
-                       "outbox until it is fixed and the gateway restarted",
-                       {"reason": f"ca_file {str(missing)!r}: no such file"})]
+    assert errors == [("error", "uplink_stopped",
+                       {"reason": f"ca_file {str(missing)!r}: no such file",
+                        "note": "retrying cannot fix this; batches stay in the outbox until it is fixed and "
+                                "the gateway restarted"})]
     assert ctx.counters == {"connect_failed_tls_files": 2}
     await runner.stop(0.5)
 

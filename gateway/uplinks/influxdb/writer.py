@@ -180,5 +180,5 @@ class InfluxUplink(Uplink[Config]):
         self.ctx.count(f"write_failed_{cause}")
         self.ctx.connected = False
         message = f"influxdb write to {self.config.url} failed: {text}"
-        self.ctx.log.debug(message, cause=cause)
+        self.ctx.log.debug("write_failed", reason=message, cause=cause)
         raise UplinkUnavailable(message, retry_after=retry_after)

@@ -281,7 +281,7 @@ class MqttUplink(Uplink[Config]):
         result, _ = client.subscribe(self.topic_config, qos=1)
         if result != mqtt.MQTT_ERR_SUCCESS:
             self.ctx.count("config_subscribe_failed")
-            self.ctx.log.warning("cannot subscribe to the config topic; retried at the next connect",
+            self.ctx.log.warning("config_subscribe_failed", note="retried at the next connect",
                                  reason=mqtt.error_string(result))
 
     # ----------------------------------------------------------------- connection
@@ -392,7 +392,7 @@ class MqttUplink(Uplink[Config]):
         here the cause is counted as `connect_failed_<cause>` for `/metrics`."""
         self.ctx.count(f"connect_failed_{cause}")
         message = f"mqtt connection to {where or self.config.host} failed: {text}"
-        self.ctx.log.debug(message, cause=cause, client_id=self.client_id)
+        self.ctx.log.debug("connect_failed", reason=message, cause=cause, client_id=self.client_id)
         raise UplinkUnavailable(message)
 
     async def _stop_network(self) -> None:
@@ -533,7 +533,7 @@ class MqttUplink(Uplink[Config]):
             self.ctx.count("platform_ack_invalid")
             if str(error) not in self._logged_bad_acks:
                 self._logged_bad_acks.add(str(error))
-                self.ctx.log.warning("ignored a malformed platform acknowledgement",
+                self.ctx.log.warning("platform_ack_invalid", note="a malformed platform acknowledgement, ignored",
                                      topic=topic, reason=str(error))
             return
         if stream != self._stream:

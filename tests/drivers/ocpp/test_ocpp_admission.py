@@ -99,8 +99,8 @@ def test_login_throttle_logs_once_per_source_and_forgets_after_the_window() -> N
             throttle.failed("10.0.0.1", "CPA-0001")
     assert throttle.blocked("10.0.0.1")
     assert [m for m, _ in log.lines] == [
-        "failed charge point login (logged once per source, counted in refused_bad_password)",
-        "login source blocked",
+        "login_failed",
+        "login_source_blocked",
     ]
     assert log.lines[1][1]["failures"] == 3
     now[0] = 61.0

@@ -211,4 +211,4 @@ async def test_port_above_select_ceiling_opens_and_reopens(
     assert harness.ctx.counters["port_lost"] == 1 and harness.ctx.counters["port_reopened"] == 1
     # (the silence at the end may mark the device offline again)
     assert harness.statuses(case.device)[:2] == ["offline", "ok"]
-    assert harness.log.count("warning", "serial port unavailable") == 1
+    assert harness.log.count("warning", "port_unavailable") == 1

@@ -75,8 +75,8 @@ async def test_unplug_replug_same_path(tmp_path: Path, harness: Harness, make: A
     finally:
         await sim.stop()
     assert harness.statuses(device) == ["offline", "ok"]
-    assert harness.log.count("warning", "serial port unavailable") == 1
-    assert harness.log.count("info", "serial port back") == 1
+    assert harness.log.count("warning", "port_unavailable") == 1
+    assert harness.log.count("info", "port_reopened") == 1
 
 
 async def test_port_missing_at_start_is_retried(tmp_path: Path, harness: Harness) -> None:

@@ -52,7 +52,7 @@ async def test_sds011_active_mode_with_garbage_and_bad_checksums(
     # among them are a dozen or so of each: at least three shows both kinds were exercised
     assert sim.faults.corrupted >= 3 and sim.faults.garbled >= 3
     assert all(4.0 <= r.value <= 12.0 for r in harness.of(SDS, "pm2_5"))
-    assert harness.log.count("warning", "decode error") == len(errors) == 2  # once per cause
+    assert harness.log.count("warning", "decode_error") == len(errors) == 2  # once per cause
     records = {(r.device, r.metric): r for r in harness.windows()}
     assert records[(SDS, "pm10")].unit == "ug/m3"
 
