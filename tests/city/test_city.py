@@ -15,6 +15,7 @@ import pytest
 
 from simulators.city.runner import CityRun, RunOptions
 from simulators.city.scenario import load_scenario, parse_scenario
+from tests.support.log_events import events_of, not_snake_case
 
 # slow: a whole city of simulators against the gateway process (make test-fast leaves it out)
 pytestmark = pytest.mark.slow
@@ -89,7 +90,15 @@ async def test_unplug_stall_and_clock_jump_are_accounted_for(tmp_path: Path) -> 
                    {"kind": "clock_jump", "at": 8.0, "seconds": 20.0},
                    {"kind": "uplink_outage", "at": 9.0, "duration": 3.0}],
     })
-    report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False)).run()
+    report = await CityRun(scenario, 1, RunOptions(workdir=tmp_path / "city", progress=False, log_level="info")).run()
+
+    # every line the gateway and its drivers logged has a snake_case event key (the run summary
+    # printed at exit is the only other text in that file)
+    log = await asyncio.to_thread((tmp_path / "city" / "gateway.log").read_text)
+    events = events_of(line for line in log.splitlines() if line.startswith("{"))
+    assert not_snake_case(events) == []
+    assert {"port_unavailable", "port_reopened", "scanner_restarting", "clock_stepped", "uplink_unavailable",
+            "endpoint_listening", "port_opened"} <= set(events), sorted(set(events))
 
     for name, line in report["protocols"].items():
         assert line["sent"] > 0, name  # a lower bound: what 16 s of pacing sends; exact below
