@@ -58,12 +58,15 @@ class MetricsRegistry(CollectorRegistry):
         self.replace([collector], [])
 
     def replace(self, old: Iterable[Collector], new: Iterable[Collector]) -> None:
-        """Unregister `old` and register `new` at once (neither list need be complete)."""
+        """Unregister `old` and register `new` at once, `new` where the first of `old` was (so
+        the drivers' samples keep their config order after a reload); a collector in both stays."""
         gone = {id(c) for c in old}
         with self._parts_lock:
-            kept = [c for c in self._parts if id(c) not in gone]
-            known = {id(c) for c in kept}
-            self._parts = kept + [c for c in new if id(c) not in known]
+            at = next((i for i, c in enumerate(self._parts) if id(c) in gone), len(self._parts))
+            before = [c for c in self._parts[:at] if id(c) not in gone]
+            after = [c for c in self._parts[at:] if id(c) not in gone]
+            known = {id(c) for c in before + after}
+            self._parts = before + [c for c in new if id(c) not in known] + after
 
     def collect(self) -> Iterator[Metric]:
         with self._parts_lock:

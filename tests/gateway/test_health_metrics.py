@@ -143,6 +143,8 @@ def test_the_registry_merges_shared_families_and_swaps_parts_in_one_step(tmp_pat
         stop.set()
         thread.join(10)
     assert seen and all(drivers == ["a", "b"] for drivers in seen)
+    # the successor took its predecessor's place: samples keep the drivers' order
+    assert [labels["driver"] for labels, _ in read_samples(registry)["edge_gateway_readings_total"]] == ["a", "b"]
     registry.unregister(b.metrics)
     assert [labels for labels, _ in read_samples(registry)["edge_gateway_readings_total"]] == [{"driver": "a"}]
 
