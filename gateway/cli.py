@@ -10,7 +10,7 @@ from importlib import resources
 from typing import Any
 
 from gateway import __version__
-from gateway.config import Config, load_config, parse_config
+from gateway.config import Config, HealthSection, load_config, parse_config, read_config_table
 from gateway.errors import ConfigError, StorageError
 
 __all__ = ["default_config", "main"]
@@ -151,15 +151,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     base = args.url
     if base is None:
+        # only [health] listen: the rest of the config (and its secrets) is the service's business
         try:
-            config = load_config(args.config)
+            health = read_config_table(args.config).get("health", {})
         except ConfigError as error:
             print(f"edge-gateway status: {args.config}: {error.problems[0]}", file=sys.stderr)
             return 3
-        if not config.health.listen:
+        listen = health.get("listen", HealthSection().listen) if isinstance(health, dict) else None
+        if not isinstance(listen, str):
+            print(f"edge-gateway status: {args.config}: [health] listen: expected \"host:port\", "
+                  f"found {listen!r}", file=sys.stderr)
+            return 3
+        if not listen:
             print(f"edge-gateway status: [health] listen is off in {args.config}", file=sys.stderr)
             return 3
-        host, _, port = config.health.listen.rpartition(":")
+        host, _, port = listen.rpartition(":")
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
         base = f"http://{host}:{port}"
     base = base.rstrip("/").removesuffix("/metrics").removesuffix("/status.json")

@@ -27,7 +27,8 @@ from gateway.secrets import resolve_secrets
 from gateway.uplinks.base import UplinkSettings
 from gateway.validation import check_table, describe_error, is_secret_key
 
-__all__ = ["Config", "RemoteConfigSection", "listen_problem", "load_config", "parse_config"]
+__all__ = ["Config", "HealthSection", "RemoteConfigSection", "listen_problem", "load_config", "parse_config",
+           "read_config_table"]
 
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -384,6 +385,13 @@ MAX_CONFIG_FILE_BYTES = 1024 * 1024
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML file; raises ConfigError naming the file on any problem."""
+    return parse_config(read_config_table(path), source=str(path))
+
+
+def read_config_table(path: str | Path) -> dict[str, Any]:
+    """The TOML table of a config file, read within the size bound, not yet validated and its
+    secret references not resolved (`edge-gateway status` needs only [health] and must work
+    outside the service, where credential: references cannot be read)."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -398,7 +406,6 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as error:
         raise ConfigError([f"{path}: not UTF-8 text (byte {error.start})"]) from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML ({error})"]) from None
-    return parse_config(raw, source=str(path))

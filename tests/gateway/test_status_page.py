@@ -102,6 +102,13 @@ async def test_endpoints_and_status_command(tmp_path: Path, capsys: pytest.Captu
         assert len(lines) <= 24 and max(map(len, lines)) <= 80, out
         assert await asyncio.to_thread(cli_main, ["status", "--url", base, "--json"]) == exit_code
         assert json.loads(capsys.readouterr().out)["drivers"][0]["readings"] == READINGS
+        # -c reads only [health] listen: a technician's shell cannot read the service's
+        # credentials (systemd LoadCredential), and the status must not need them
+        installed = tmp_path / "installed.toml"
+        installed.write_text(f'[gateway]\nid = "cabinet-17"\n[health]\nlisten = "{base.removeprefix("http://")}"\n'
+                             '[[uplinks]]\ntype = "mqtt"\nusername = "gw"\npassword = "credential:mqtt-password"\n')
+        assert await asyncio.to_thread(cli_main, ["status", "-c", str(installed)]) == exit_code
+        assert any(line.startswith("gateway cabinet-17 ") for line in capsys.readouterr().out.splitlines())
     finally:
         gateway.request_stop()
         await asyncio.wait_for(task, timeout=20)
