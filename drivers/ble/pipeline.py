@@ -40,6 +40,7 @@ class Outcome:
     IGNORED: Final = "ignored_advertisements"  # no decoder recognised it, or not allowlisted
     DUPLICATE: Final = "duplicate_advertisements"
     UNKNOWN_OBJECT: Final = "bthome_unknown_objects"  # parsing stopped at an unknown object id
+    UNKNOWN_EVENT: Final = "bthome_unknown_events"  # a button/dimmer event outside the table
 
 
 class AdvertisementPipeline:
@@ -137,6 +138,8 @@ class AdvertisementPipeline:
         self._last_payload[mac] = payload
         if decoded.unknown_object is not None:
             self._count(Outcome.UNKNOWN_OBJECT)  # readings before it are still good
+        for _ in range(decoded.unknown_events):
+            self._count(Outcome.UNKNOWN_EVENT)
         if identity is None:
             identity = payload
         if not self.dedup.is_new(device, (decoded.format, identity)):

@@ -29,7 +29,8 @@ class Decoded(NamedTuple):
     None when the format has none (then the payload itself is the identity). `counter` is the
     BTHome encryption counter, checked for replay by the driver (state lives outside the pure
     decoder). `unknown_object` is the first BTHome object id this table does not know: parsing
-    stopped there, as the BTHome format requires.
+    stopped there, as the BTHome format requires. `unknown_events` counts BTHome event objects
+    (button, dimmer) whose value is outside the published table.
     """
 
     format: str
@@ -37,3 +38,4 @@ class Decoded(NamedTuple):
     readings: list[Reading]
     counter: int | None = None
     unknown_object: int | None = None
+    unknown_events: int = 0

@@ -219,8 +219,12 @@ def _value(layout: Obj, raw_bytes: bytes) -> float | str | None:
     return round(raw * layout.factor, 9)
 
 
-def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, list[Reading], int | None]:
+def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, list[Reading], int | None, int]:
+    """(packet id, readings, first unknown object id, event objects whose value is outside the
+    published table: no event to report, but counted, and their place still numbers the next
+    sensor of the same kind)."""
     readings: list[Reading] = []
+    unknown_events = 0
     occurrences: dict[str, int] = {}
     packet_id: int | None = None
     position, end = 0, len(data)
@@ -228,7 +232,7 @@ def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, lis
         object_id = data[position]
         layout = OBJECTS.get(object_id)
         if layout is None:
-            return packet_id, readings, object_id  # unknown id: length unknown, stop here
+            return packet_id, readings, object_id, unknown_events  # unknown id: length unknown, stop here
         position += 1
         size = layout.size
         if size == _VARIABLE:
@@ -242,17 +246,19 @@ def _parse_objects(data: bytes, device: str, ts: float) -> tuple[int | None, lis
             )
         if layout.metric is not None:
             value = _value(layout, data[position : position + size])
-            if value is not None:
-                metric = layout.metric
-                # a metric again in one advertisement is another sensor of the tag (two
-                # probes, three buttons): numbered like the reference parser (key_2, key_3)
-                seen = occurrences.get(metric, 0) + 1
-                occurrences[metric] = seen
+            metric = layout.metric
+            # a metric again in one advertisement is another sensor of the tag (two probes,
+            # three buttons): numbered by position like the reference parser (key_2, key_3)
+            seen = occurrences.get(metric, 0) + 1
+            occurrences[metric] = seen
+            if value is None:
+                unknown_events += 1
+            else:
                 readings.append(Reading(device if seen == 1 else f"{device}/{seen}", metric, value, ts))
         elif object_id == _PACKET_ID:
             packet_id = data[position]
         position += size
-    return packet_id, readings, None
+    return packet_id, readings, None, unknown_events
 
 
 def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None = None) -> Decoded:
@@ -275,8 +281,8 @@ def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None
             raise BleDecodeError(
                 "bthome_unencrypted", "plain advertisement from a tag with a bind key", device=device
             )
-        packet_id, readings, unknown = _parse_objects(payload[start:], device, ts)
-        return Decoded("bthome", packet_id, readings, None, unknown)
+        packet_id, readings, unknown, unknown_events = _parse_objects(payload[start:], device, ts)
+        return Decoded("bthome", packet_id, readings, None, unknown, unknown_events)
     if key is None:
         raise BleDecodeError("bthome_no_key", "encrypted advertisement and no key configured", device=device)
     if len(payload) < start + _COUNTER_LEN + _MIC_LEN:
@@ -287,6 +293,6 @@ def decode(payload: bytes, mac: bytes, device: str, ts: float, key: bytes | None
         plain = _cipher(key).decrypt(_nonce(mac, info, counter_bytes), ciphertext + payload[-_MIC_LEN:], None)
     except InvalidTag:
         raise BleDecodeError("bthome_bad_mic", "MIC check failed (wrong key or tampered)", device=device) from None
-    packet_id, readings, unknown = _parse_objects(plain, device, ts)
+    packet_id, readings, unknown, unknown_events = _parse_objects(plain, device, ts)
     counter = int.from_bytes(counter_bytes, "little")
-    return Decoded("bthome", packet_id, readings, counter, unknown)
+    return Decoded("bthome", packet_id, readings, counter, unknown, unknown_events)

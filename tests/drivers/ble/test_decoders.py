@@ -233,3 +233,11 @@ def test_bthome_encrypt_decrypt_round_trip(objects: bytes, counter: int, key: by
         assert error.cause == "bthome_truncated"  # random objects may end mid-value
         return
     assert decoded.counter == counter
+
+
+def test_bthome_event_outside_the_table_is_counted_and_keeps_its_place() -> None:
+    # two buttons (object 0x3A twice): the first says 0x7F, which bthome.io/format's event table
+    # does not have; the second says "press" (0x01) and is still the tag's second button
+    decoded = bthome.decode(bytes.fromhex("40" "3A7F" "3A01"), b"\0" * 6, DEVICE, TS)
+    assert decoded.unknown_events == 1
+    assert [(r.device, r.metric, r.value) for r in decoded.readings] == [(f"{DEVICE}/2", "button_event", "press")]

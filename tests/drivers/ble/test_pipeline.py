@@ -74,6 +74,15 @@ def test_unknown_bthome_object_keeps_earlier_readings_and_is_counted() -> None:
     assert counted == [Outcome.UNKNOWN_OBJECT]
 
 
+def test_bthome_event_outside_the_table_is_counted() -> None:
+    counted: list[str] = []
+    pipeline = AdvertisementPipeline(count=counted.append, emit_rssi=False)
+    outcome, readings = pipeline.process("A4:C1:38:00:00:03", {}, {BTHOME_UUID: bytes.fromhex("403A7F02CA09")},
+                                         -60, 1.0)
+    assert outcome == "" and [(r.metric, r.value) for r in readings] == [("temperature", 25.06)]
+    assert counted == [Outcome.UNKNOWN_EVENT]
+
+
 def test_unrecognised_and_not_allowlisted_are_ignored() -> None:
     pipeline = AdvertisementPipeline(allow=frozenset({"AA:AA:AA:AA:AA:AA"}))
     assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: RUUVI}, {}, -60, 1.0)[0] == Outcome.IGNORED
