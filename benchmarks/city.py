@@ -26,6 +26,13 @@ scenario should produce (the scale then measures the simulators, not the gateway
 CPU at 95 % of a core or more, or on p99 latency beyond window + grace + 15 s. The first failing
 scale ends the run; the exit status is 1 when any scale failed.
 
+The charge points run in worker processes (simulators.city.procs), one per 4,000 of them unless
+`--sim-procs N` says otherwise, so that one event loop does not limit the scale. A scale whose
+charge-point sockets would not fit under the gateway's descriptor limit (RLIMIT_NOFILE, which it
+inherits from this process) is refused before anything runs, with one line giving both figures.
+`--gateway-python` runs the gateway with another interpreter (a venv without the test and
+simulator extras measures the RSS a box would see).
+
 `--json FILE` writes one record per scale (keys `scale`, `uplink_bytes_per_reading`,
 `sd_bytes_per_reading`, `records_per_reading`, `cpu_s_per_1000_readings`, `unexplained`,
 `readings_expected`, `readings_covered`, `gateway_cpu_pct`, `peak_rss_mib`, `latency_p99_s`,
@@ -41,12 +48,14 @@ import resource
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from benchmarks.report import peak_rss_mib
+from simulators.city.procs import CHARGE_POINTS_PER_PROC, auto_procs
 from simulators.city.runner import CityRun, RunOptions
 from simulators.city.scenario import Scenario, load_scenario
 
@@ -72,6 +81,18 @@ def descriptors_needed(scenario: Scenario) -> int:
     return scenario.charge_point_count() + 5 * sum(g.ports for g in scenario.serial) + 300
 
 
+def descriptor_refusal(scenario: Scenario, scale: float, limit: int) -> str:
+    """One line when the gateway could not hold this scale's connections under `limit` (the
+    descriptor limit it inherits from this process), else ""."""
+    scaled = scenario.scaled(scale)
+    needed = descriptors_needed(scaled)
+    if needed <= limit:
+        return ""
+    return (f"scale {scale:g} not run: the gateway would need ~{needed:,} descriptors "
+            f"({scaled.charge_point_count():,} charge-point sockets, {sum(g.ports for g in scaled.serial):,} serial "
+            f"ports, ~300 others) and RLIMIT_NOFILE is {limit:,} (the hard limit; raising it needs CAP_SYS_RESOURCE)")
+
+
 def cp_interval(scenario: Scenario) -> float:
     return max((g.interval for g in scenario.charge_points if g.count), default=60.0)
 
@@ -93,10 +114,19 @@ def prepare(scenario: Scenario, *, duration: float, max_interval: float, window:
     )
 
 
-def run_scale(scenario: Scenario, scale: float, workdir: Path) -> dict[str, Any]:
+def run_scale(scenario: Scenario, scale: float, workdir: Path, *, gateway_python: str = "",
+              sim_procs: int = 1) -> dict[str, Any]:
     options = RunOptions(workdir=workdir / f"scale-{scale:g}", progress=False, settle_timeout=60.0,
-                         stop_timeout=240.0)
-    return asyncio.run(CityRun(scenario, scale, options).run())
+                         stop_timeout=240.0, python=gateway_python or sys.executable, sim_procs=sim_procs)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    report = asyncio.run(CityRun(scenario, scale, options).run())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    report["run"]["simulator_process"] = {
+        "cpu_seconds": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+        "wall_seconds": round(time.monotonic() - started, 2),
+    }
+    return report
 
 
 def simulator_errors(report: dict[str, Any]) -> dict[str, int]:
@@ -140,8 +170,22 @@ def figures(report: dict[str, Any], scale: float) -> dict[str, Any]:
         "latency_p99_s": run["latency_s"]["p99"],
         "simulator_worst_lag_s": run["simulator_worst_lag_s"],
         "simulator_errors": simulator_errors(report),
+        "sim_procs": run.get("ocpp_processes", {}).get("processes", 1),
+        "simulator_cpu_pct_whole_run": simulator_cpu_pct(run),
         "ble_not_scanning": totals.get("not_scanning", 0),
     }
+
+
+def simulator_cpu_pct(run: dict[str, Any]) -> list[float]:
+    """CPU share of one core over the whole run (start-up to drain): the runner's process (LoRaWAN,
+    serial, BLE, the platform receiver, and the charge points when they run in it), then each
+    charge-point worker."""
+    sim = run.get("simulator_process") or {}
+    wall = sim.get("wall_seconds") or 0.0
+    if not wall:
+        return []
+    workers = run.get("ocpp_processes", {}).get("worker_cpu_seconds", [])
+    return [round(100 * s / wall, 1) for s in [sim["cpu_seconds"], *(w or 0.0 for w in workers)]]
 
 
 def verdict(record: dict[str, Any], window: float, grace: float) -> str:
@@ -186,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                              "reference scenario's 60 s windows and its grace)")
     parser.add_argument("--workdir", default="", help="keep each run here (default: a temporary folder)")
     parser.add_argument("--json", default="", help="write the per-scale records to this file")
+    parser.add_argument("--sim-procs", type=int, default=0,
+                        help="processes running the charge points (default 0: one per "
+                             f"{CHARGE_POINTS_PER_PROC:,} charge points of the scale)")
+    parser.add_argument("--gateway-python", default="",
+                        help="interpreter that runs the gateway (e.g. a venv with the gateway alone, no test or "
+                             "simulator extras, as on a box; default: this one)")
     args = parser.parse_args(argv)
     scales = ([float(x) for x in args.scales.split(",")] if args.scales
               else [s for s in STEPS if s <= args.scale] or [args.scale])
@@ -197,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = prepare(base, duration=duration, max_interval=max_interval, window=args.window, uplink=args.uplink)
     window, grace = bench.city.window, bench.city.grace
     fds = raise_fd_limit()
+    for scale in scales:
+        refusal = descriptor_refusal(bench, scale, fds)
+        if refusal:
+            print(f"benchmarks.city: {refusal}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _interrupt)  # clean up simulators, brokers and gateway on kill
     intervals = [g.interval for g in base.lorawan] + [g.interval for g in base.serial]
     capped = sorted({i for i in intervals if max_interval and i > max_interval})
@@ -210,16 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     failed = False
     for scale in scales:
-        needed = descriptors_needed(bench.scaled(scale))
-        if needed > fds:
-            state = (f"FAIL: not run: the gateway would need ~{needed:,} descriptors, the limit is {fds:,} "
-                     "(the hard limit; raising it needs CAP_SYS_RESOURCE)")
-            print(f"  {scale:>6g} {state}")
-            records.append({"scale": scale, "verdict": state})
-            failed = True
-            break
+        procs = args.sim_procs or auto_procs(bench.scaled(scale).charge_point_count())
         try:
-            report = run_scale(bench.scaled(scale), scale, workdir)
+            report = run_scale(bench.scaled(scale), scale, workdir, gateway_python=args.gateway_python,
+                               sim_procs=procs)
         except KeyboardInterrupt:
             print("  interrupted")
             failed = True
@@ -243,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
               f" {show(record['latency_p99_s'], '>6.1f')} {show(record['uplink_bytes_per_reading'], '>8.2f')}"
               f" {show(record['sd_bytes_per_reading'], '>8.1f')} {show(record['records_per_reading'], '>7.3f')}"
               f" {show(record['cpu_s_per_1000_readings'], '>8.3f')}  {state}", flush=True)
+        print(f"         simulators: {procs} charge-point process(es); CPU % of a core over the whole run "
+              f"(runner, then workers): {record['simulator_cpu_pct_whole_run']}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
         if not state.startswith("keeps up"):

@@ -1,5 +1,11 @@
 """The OCPP fleet: charge points (1.6 and 2.0.1) over loopback WebSockets, each on its own
-timetable; connections dropped on purpose."""
+timetable; connections dropped on purpose.
+
+A fleet can hold one share of the city's charge points (`part` of `parts`: every charge point
+whose index in its group is `part` modulo `parts`), so that simulators.city.procs can run the
+fleet in several processes; identities, seeds and timetable slots stay those of the whole fleet,
+so a charge point sends the same in a share as in one process.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,46 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from simulators.city.fleet import DeviceGroup
 from simulators.city.scenario import ChargePointGroup
 
-__all__ = ["ChargePointFleet"]
+__all__ = ["ChargePointFleet", "first_idents", "ident"]
+
+BOOTS_IN_FLIGHT = 64  # handshakes at once: 468 x scale boots at once would collide
+
+
+def ident(group: int, index: int) -> str:
+    """A charge point's identity: its group and its index in the group (SimChargePoint's rule)."""
+    return f"CP{group}-{index:04d}"
+
+
+def first_idents(groups: list[ChargePointGroup], count: int) -> list[str]:
+    """The first `count` charge points of the city in fleet order (groups, then indexes): the
+    ones a cp_disconnect fault drops, in one process or across several."""
+    out: list[str] = []
+    for g, group in enumerate(groups):
+        for i in range(group.count):
+            if len(out) == count:
+                return out
+            out.append(ident(g, i))
+    return out
 
 
 class ChargePointFleet(DeviceGroup):
     protocol = "ocpp"
 
-    def __init__(self, groups: list[ChargePointGroup], *, seed: int) -> None:
+    def __init__(self, groups: list[ChargePointGroup], *, seed: int, part: int = 0, parts: int = 1,
+                 boots_in_flight: int = BOOTS_IN_FLIGHT) -> None:
         super().__init__()
         self.groups = groups
         self.seed = seed
-        self.fleets: list[Any] = []
+        self.part, self.parts = part, parts
+        self.boots_in_flight = boots_in_flight
+        # (group, the charge point's slot in its group's interval as a fraction, the charge point)
+        self.members: list[tuple[ChargePointGroup, float, Any]] = []
         self.drops = 0
         self.reconnects = 0
         self.errors: Counter[str] = Counter()
@@ -41,7 +71,12 @@ class ChargePointFleet(DeviceGroup):
                  "allowed_ids": ["CP[0-9]+-[0-9]{4,}"], "heartbeat_interval": 3600, "ping_interval": 0}]
 
     async def start(self, port: int) -> None:
-        from simulators.ocpp.fleet import Fleet, FleetConfig
+        await self.boot(port)
+        self.run(time.time())
+
+    async def boot(self, port: int) -> None:
+        """Make this share's charge points, connect and boot them (bounded in parallel)."""
+        from simulators.ocpp.fleet import FleetConfig, SimChargePoint
 
         for g, group in enumerate(self.groups):
             if not group.count:
@@ -51,10 +86,9 @@ class ChargePointFleet(DeviceGroup):
                 connectors=group.connectors, id_prefix=f"CP{g}-", seed=self.seed + g, start_time=time.time(),
                 time_step=group.interval, fault_probability=group.fault_probability, reconnect_delay=0.5,
             )
-            fleet = Fleet(config)
-            self.fleets.append((group, fleet))
-        # connect and boot in bounded parallel so 468 x scale handshakes do not all collide
-        limit = asyncio.Semaphore(64)
+            for i in range(self.part, group.count, self.parts):
+                self.members.append((group, i / group.count, SimChargePoint(config, i)))
+        limit = asyncio.Semaphore(self.boots_in_flight)
 
         async def boot(cp: Any) -> None:
             async with limit:
@@ -65,16 +99,22 @@ class ChargePointFleet(DeviceGroup):
                 except Exception as error:  # noqa: BLE001 - counted, the run goes on
                     self.errors[f"boot: {type(error).__name__}"] += 1
 
-        await asyncio.gather(*(boot(cp) for _, fleet in self.fleets for cp in fleet.charge_points))
-        for group, fleet in self.fleets:
-            cps = fleet.charge_points
-            for i, cp in enumerate(cps):
-                offset = group.interval * i / len(cps)
-                self.tasks.append(asyncio.create_task(self._run_cp(cp, group.interval, offset)))
+        await asyncio.gather(*(boot(cp) for _, _, cp in self.members))
 
-    async def _run_cp(self, cp: Any, interval: float, offset: float) -> None:
+    def run(self, t0: float) -> None:
+        """Every charge point on its timetable from wall-clock time `t0`, its slot spread over its
+        group's interval."""
         loop = asyncio.get_running_loop()
-        start = loop.time() + offset
+        start = loop.time() + (t0 - time.time())
+        for group, slot, cp in self.members:
+            self.tasks.append(asyncio.create_task(self._run_cp(cp, group.interval, start + group.interval * slot)))
+
+    @property
+    def charge_point_list(self) -> list[Any]:
+        return [cp for _, _, cp in self.members]
+
+    async def _run_cp(self, cp: Any, interval: float, start: float) -> None:
+        loop = asyncio.get_running_loop()
         k = 0
         while not self.stopping.is_set():
             delay = start + k * interval - loop.time()
@@ -102,19 +142,25 @@ class ChargePointFleet(DeviceGroup):
                 self.drops += 1
             k += 1
 
+    def proc_facts(self) -> dict[str, Any]:
+        """For the report: the charge points ran in the runner's own process."""
+        return {"processes": 1}
+
     def disconnect(self, count: int) -> None:
-        """The next `count` charge points drop their connection after their current step (between
-        messages, so nothing is half sent); their next message reconnects."""
-        cps = [cp for _, fleet in self.fleets for cp in fleet.charge_points]
-        for cp in cps[:count]:
-            self._drop.add(cp.ident)
+        """The first `count` charge points of the city drop their connection after their current
+        step (between messages, so nothing is half sent); their next message reconnects."""
+        self.drop(first_idents(self.groups, count))
+
+    def drop(self, idents: Iterable[str]) -> None:
+        """These charge points (the ones of this share among them) drop after their current step."""
+        mine = {cp.ident for cp in self.charge_point_list}
+        self._drop.update(i for i in idents if i in mine)
 
     def sent(self) -> Counter[str]:
         out: Counter[str] = Counter()
-        for _, fleet in self.fleets:
-            for cp in fleet.charge_points:
-                for expected in cp.expected:
-                    out[expected.device] += 1
+        for cp in self.charge_point_list:
+            for expected in cp.expected:
+                out[expected.device] += 1
         return out
 
     def nominal_rate(self) -> float:
@@ -122,15 +168,17 @@ class ChargePointFleet(DeviceGroup):
         step sends depends on the connectors' simulated sessions)."""
         if not self.steps:
             return 0.0
-        per_step = self.step_readings / self.steps
-        return sum(len(fleet.charge_points) / group.interval for group, fleet in self.fleets) * per_step
+        return sum(1 / group.interval for group, _, _ in self.members) * self.step_readings / self.steps
 
     @property
     def charge_points(self) -> int:
-        return sum(len(f.charge_points) for _, f in self.fleets)
+        return len(self.members)
 
     async def close(self) -> None:
         await self.stop_sending()
-        for _, fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
+        await asyncio.gather(*(cp.stop() for cp in self.charge_point_list), return_exceptions=True)
+
+
+def steps_per_second(groups: list[ChargePointGroup]) -> float:
+    """Session steps the city's charge points take per second on their timetables."""
+    return sum(g.count / g.interval for g in groups if g.count)

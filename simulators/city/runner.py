@@ -34,7 +34,7 @@ from simulators.city.broker import Mosquitto, free_port
 from simulators.city.faults import Injection, injection_for
 from simulators.city.fleet import DeviceGroup
 from simulators.city.lora_fleet import LoRaFleet
-from simulators.city.ocpp_fleet import ChargePointFleet
+from simulators.city.procs import charge_point_fleet
 from simulators.city.procstat import ProcSample, sample
 from simulators.city.report import (
     BatchBooks,
@@ -71,6 +71,7 @@ class RunOptions:
     # per-device loss categories measured but not applied (simulators.city.report.PER_DEVICE):
     # a test's proof that nothing else absorbs them
     withhold: frozenset[str] = frozenset()
+    sim_procs: int = 1  # processes running the charge points (simulators.city.procs)
 
 
 @dataclass
@@ -120,7 +121,7 @@ class CityRun:
         self.lora = LoRaFleet(s.lorawan, seed=s.city.seed, first_eui=0)
         self.serial = SerialFleet(s.serial, work / "dev")
         self.ble = BleFleet(s.ble)
-        self.ocpp = ChargePointFleet(s.charge_points, seed=s.city.seed)
+        self.ocpp = charge_point_fleet(s.charge_points, seed=s.city.seed, procs=self.options.sim_procs)
         self.groups: list[DeviceGroup] = [self.lora, self.serial, self.ble, self.ocpp]
         self.sending_seconds = 0.0
         self.sent_before_main = 0
@@ -582,6 +583,7 @@ class CityRun:
             "ocpp_drops": self.ocpp.drops,
             "ocpp_reconnects": self.ocpp.reconnects,
             "ocpp_errors": dict(self.ocpp.errors),
+            "ocpp_processes": self.ocpp.proc_facts(),
             "modbus_answers_corrupted_and_retried": self.serial.retried(),
             "udp_datagrams_dropped_by_kernel": self.lora.kernel_drops,
             "ble_bus_watch": self.ble.watch_facts(),
