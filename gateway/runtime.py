@@ -37,6 +37,7 @@ from gateway.batch import KeyframeRecord
 from gateway.config import Config
 from gateway.driver import Driver, DriverContext
 from gateway.errors import ConfigError, StorageError
+from gateway.memory import release_free_heap
 from gateway.metrics import PREFIX, Collector, MetricsRegistry, Samples, read_samples
 from gateway.model import Event, metric
 from gateway.outbox import Commit, Outbox, Restored, encode_checkpoint
@@ -66,6 +67,7 @@ CLOCK_STEP = 1.0
 # A gap in the gateway's own time (downtime, a clock step forward) longer than this beyond one
 # window ends every carried state at the gap: the platform is told the state is unknown there.
 GAP_AFTER = 60.0
+TRIM_EVERY = 60.0  # s between two malloc_trim calls (about a millisecond each)
 # While the disk refuses writes, a failed commit is held in memory up to these bounds.
 PENDING_RECORDS = 200_000
 PENDING_EVENTS = 10_000
@@ -476,6 +478,7 @@ class Gateway:
         interval = self.config.outbox.commit_interval
         checkpoint_every = self.config.windows.checkpoint
         next_checkpoint = time.monotonic() + checkpoint_every
+        next_trim = time.monotonic() + TRIM_EVERY
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
@@ -484,6 +487,9 @@ class Gateway:
             if due:
                 next_checkpoint = time.monotonic() + checkpoint_every
             await self._tick(checkpoint=due)
+            if time.monotonic() >= next_trim:  # freed heap back to the kernel (gateway.memory)
+                next_trim = time.monotonic() + TRIM_EVERY
+                release_free_heap()
 
     @property
     def storage_failing(self) -> bool:
