@@ -321,12 +321,14 @@ class SimChargePoint:
                 await self._set(c, "Available")
         elif c.state == "Preparing":
             meter_start = round(c.energy)
+            # recorded before the call, like every reading: a call whose answer times out was
+            # still sent, and the gateway counts its reading
+            self.expected.append(Expected(self.device(c.number), "energy_active_import_register",
+                                          float(meter_start), self.now))
             result = await self.call(call16.StartTransaction(
                 connector_id=c.number, id_tag="SIMTAG01", meter_start=meter_start, timestamp=iso(self.now)
             ))
             c.transaction = result.transaction_id if result is not None else None
-            self.expected.append(Expected(self.device(c.number), "energy_active_import_register",
-                                          float(meter_start), self.now))
             c.soc = 20.0 + rng.random() * 50.0
             c.ticks_left = self.config.charge_ticks
             await self._set(c, "Charging")
@@ -338,12 +340,12 @@ class SimChargePoint:
             if c.ticks_left <= 0:
                 await self._set(c, "Finishing")
                 meter_stop = round(c.energy)
+                self.expected.append(Expected(self.device(c.number), "energy_active_import_register",
+                                              float(meter_stop), self.now))
                 await self.call(call16.StopTransaction(
                     meter_stop=meter_stop, timestamp=iso(self.now), transaction_id=c.transaction or 0,
                     reason="EVDisconnected",
                 ))
-                self.expected.append(Expected(self.device(c.number), "energy_active_import_register",
-                                              float(meter_stop), self.now))
                 c.transaction = None
         elif c.state == "Finishing":
             await self._set(c, "Available")
