@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", default="city-run", help="state, ptys, logs, config and report go here")
     parser.add_argument("--report", help="write the JSON report here (default <workdir>/report.json)")
     parser.add_argument("--no-progress", action="store_true", help="no live display")
+    parser.add_argument("--sim-procs", type=int, default=0,
+                        help="processes running the charge points (default 0: one per 4,000 charge points)")
     parser.add_argument("--check", action="store_true", help="validate the scenario and print its size, then exit")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any reading is unexplained")
     return parser
@@ -62,10 +64,12 @@ def main(argv: list[str]) -> int:
           f"{scenario.charge_point_count():,} charge points, {city.duration:g} s, uplink {city.uplink}")
     if args.check:
         return 0
+    from simulators.city.procs import auto_procs
     from simulators.city.runner import CityRun, RunOptions, print_report
 
     options = RunOptions(workdir=Path(args.workdir), progress=not args.no_progress and sys.stdout.isatty(),
-                         report_path=Path(args.report) if args.report else None)
+                         report_path=Path(args.report) if args.report else None,
+                         sim_procs=args.sim_procs or auto_procs(scenario.charge_point_count()))
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: simulators, brokers and gateway cleaned up
     try:
         report = asyncio.run(CityRun(scenario, args.scale, options).run())
