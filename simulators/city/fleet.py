@@ -57,6 +57,8 @@ class DeviceGroup:
     """Base of the fleets: `protocol` names the line of the report."""
 
     protocol = ""
+    # s a sender may take to finish the message it is on when the devices stop
+    stop_wait = 15.0
 
     def __init__(self) -> None:
         self.pace = Pace()
@@ -100,7 +102,7 @@ class DeviceGroup:
         counted as sent that never went out), then stop."""
         self.stopping.set()
         if self.tasks:
-            _, late = await asyncio.wait(self.tasks, timeout=15.0)
+            _, late = await asyncio.wait(self.tasks, timeout=self.stop_wait)
             for task in late:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -43,6 +43,10 @@ def first_idents(groups: list[ChargePointGroup], count: int) -> list[str]:
 
 class ChargePointFleet(DeviceGroup):
     protocol = "ocpp"
+    # a step is up to six calls of up to 10 s each (the client's response timeout) when the
+    # gateway lags: cancelled mid-call, a reading recorded as sent might never have gone out
+    # (scale 30: +75 unexplained with a 15 s wait)
+    stop_wait = 70.0
 
     def __init__(self, groups: list[ChargePointGroup], *, seed: int, part: int = 0, parts: int = 1,
                  boots_in_flight: int = BOOTS_IN_FLIGHT) -> None:
