@@ -20,7 +20,9 @@ def _inline(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_inline(v)}" for k, v in value.items()) + " }"
+        # no spaces: a concentrator's device list is most of the file, and the gateway reads at
+        # most 1 MiB of config (scale 35 of the reference city: 1.06 MB spaced, 0.95 MB not)
+        return "{" + ",".join(f"{_key(k)}={_inline(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_inline(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
