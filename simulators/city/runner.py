@@ -335,14 +335,19 @@ class CityRun:
         books at the signal start the down interval. After a SIGKILL, what each device sent
         within the checkpoint bound before it is what the crash may have caught unstored."""
         assert self.process is not None
+        scraped = time.time()
         last = await asyncio.to_thread(self._scrape_life)
         # no await from the books to the signal: nothing is sent in between
         at, books = time.monotonic(), self._sent_by_device()
         self.process.send_signal(how)
         if how == signal.SIGKILL:
             # a crash loses what arrived since the last checkpoint reached the outbox: the
-            # checkpoint interval, the commit after it, and a tick of slack for both
-            bound = self.scenario.city.checkpoint + 2 * COMMIT_INTERVAL + 1.0
+            # checkpoint interval, the commit after it, and a tick of slack for both; plus how
+            # far the gateway's loop was behind (its last completed tick, which /metrics answers
+            # from its own thread): on a busy machine it reads its sockets and checkpoints late
+            last_tick = (last or {}).get("scalars", {}).get("last_tick_timestamp_seconds", scraped)
+            lag = max(0.0, scraped - last_tick - COMMIT_INTERVAL)
+            bound = self.scenario.city.checkpoint + 2 * COMMIT_INTERVAL + 1.0 + lag
             before = [h for h in self._sent_history if h[0] <= at - bound]
             base = before[-1][1] if before else {}
             for device, n in books.items():
