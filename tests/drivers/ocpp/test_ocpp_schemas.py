@@ -17,8 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import pytest
 import websockets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action as Action201
 
@@ -136,3 +139,52 @@ async def test_each_message_is_validated_once_per_direction(tmp_path: Path, monk
                 answer = json.loads(await cp.recv())
                 assert answer[:2] == [3, f"h{n}"] and "currentTime" in answer[2]
     assert calls == {"request": 3, "response": 3}
+
+
+# The validators compile from lean source (no annotations, no schema literals in the error paths):
+# on any payload they must judge exactly as fastjsonschema compiling the published file does.
+ROUTED = sorted({(s.version, action, direction) for s in SESSIONS for action in (*s.routes, *s.outgoing)
+                 for direction in (REQUEST, RESPONSE)})
+SPEC_CODES = {"type": "TypeConstraintViolation", "maxLength": "TypeConstraintViolation", "required": "ProtocolError"}
+_stock_validators: dict[tuple[str, str, str], Any] = {}
+
+
+def _names_and_enums(node: Any, names: set[str], enums: set[Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("properties", "definitions"):
+                names.update(value)
+            if key == "enum":
+                enums.update(value)
+            _names_and_enums(value, names, enums)
+    elif isinstance(node, list):
+        for item in node:
+            _names_and_enums(item, names, enums)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_lean_validators_judge_like_fastjsonschema_on_the_published_files(data: st.DataObject) -> None:
+    key = data.draw(st.sampled_from(ROUTED))
+    definition = schema(*key)
+    assert definition is not None
+    if key not in _stock_validators:
+        _stock_validators[key] = fastjsonschema.compile(definition, use_default=False, use_formats=False)
+    names: set[str] = set()
+    enums: set[Any] = set()
+    _names_and_enums(definition, names, enums)
+    keys = st.sampled_from(sorted(names) or ["x"]) | st.text(max_size=8)  # some have no properties
+    leaves = (st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False) | st.text(max_size=25)
+              | st.sampled_from(sorted(enums, key=str) or [""]) | st.just("x" * 256))
+    payload = data.draw(st.recursive(
+        leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=6),
+        max_leaves=12).filter(lambda p: isinstance(p, dict)) | st.dictionaries(keys, leaves, max_size=8))
+    try:
+        _stock_validators[key](copy.deepcopy(payload))
+    except fastjsonschema.JsonSchemaValueException as stock:
+        with pytest.raises(PayloadError) as lean:
+            validator(*key)(payload)
+        assert lean.value.code == SPEC_CODES.get(stock.rule or "", "FormatViolation")
+        assert lean.value.cause == str(stock.message)[:200]
+    else:
+        assert validator(*key)(payload) is None
