@@ -142,33 +142,41 @@ def _cmd_test(args: argparse.Namespace) -> int:
 INSTALLED_CONFIG = "/etc/edge-gateway/gateway.toml"
 
 
+def _health_base(args: argparse.Namespace, command: str) -> str | None:
+    """The running gateway's health listener from `--url` or the config's [health] listen, or
+    None after saying why there is none. Only that key is read: the rest of the config (and its
+    secrets) is the service's business."""
+    if args.url is not None:
+        base: str = args.url
+    else:
+        try:
+            health = read_config_table(args.config).get("health", {})
+        except ConfigError as error:
+            print(f"edge-gateway {command}: {args.config}: {error.problems[0]}", file=sys.stderr)
+            return None
+        listen = health.get("listen", HealthSection().listen) if isinstance(health, dict) else None
+        if not isinstance(listen, str):
+            print(f"edge-gateway {command}: {args.config}: [health] listen: expected \"host:port\", "
+                  f"found {listen!r}", file=sys.stderr)
+            return None
+        if not listen:
+            print(f"edge-gateway {command}: [health] listen is off in {args.config}", file=sys.stderr)
+            return None
+        host, _, port = listen.rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        base = f"http://{host}:{port}"
+    return base.rstrip("/").removesuffix("/metrics").removesuffix("/status.json")
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
-    import urllib.error
     import urllib.request
 
     from gateway.status import EXIT_CODES, render_text
 
-    base = args.url
+    base = _health_base(args, "status")
     if base is None:
-        # only [health] listen: the rest of the config (and its secrets) is the service's business
-        try:
-            health = read_config_table(args.config).get("health", {})
-        except ConfigError as error:
-            print(f"edge-gateway status: {args.config}: {error.problems[0]}", file=sys.stderr)
-            return 3
-        listen = health.get("listen", HealthSection().listen) if isinstance(health, dict) else None
-        if not isinstance(listen, str):
-            print(f"edge-gateway status: {args.config}: [health] listen: expected \"host:port\", "
-                  f"found {listen!r}", file=sys.stderr)
-            return 3
-        if not listen:
-            print(f"edge-gateway status: [health] listen is off in {args.config}", file=sys.stderr)
-            return 3
-        host, _, port = listen.rpartition(":")
-        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-        base = f"http://{host}:{port}"
-    base = base.rstrip("/").removesuffix("/metrics").removesuffix("/status.json")
+        return 3
     try:
         with urllib.request.urlopen(base + "/status.json", timeout=5) as answer:  # noqa: S310 - local
             status = json.load(answer)
@@ -178,6 +186,59 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 3
     print(json.dumps(status, indent=1) if args.json else render_text(status))
     return EXIT_CODES.get(status.get("verdict", ""), 3)
+
+
+def _reload_counts(base: str) -> dict[str, float]:
+    from gateway.health import fetch_status
+
+    return {labels.get("result", ""): value for labels, value in fetch_status(base + "/metrics").get("config_reloads", [])}
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP, then wait until the gateway counts the reload: systemd.service(5) asks ExecReload=
+    for a command that waits for the reload to complete, not one that only queues a signal, so
+    `systemctl reload` returns once the config is applied and fails when it was refused."""
+    import signal
+    import time
+
+    from gateway.reload import RESULTS
+
+    base = _health_base(args, "reload")
+    before: dict[str, float] | None = None
+    if base is not None:
+        try:
+            before = _reload_counts(base)
+        except (OSError, ValueError) as error:
+            print(f"edge-gateway reload: no gateway answering at {base} "
+                  f"({getattr(error, 'reason', None) or error})", file=sys.stderr)
+    try:
+        os.kill(args.pid, signal.SIGHUP)
+    except OSError as error:
+        print(f"edge-gateway reload: cannot signal process {args.pid}: {error.strerror}", file=sys.stderr)
+        return 3
+    if base is None or before is None:
+        print(f"edge-gateway reload: sent SIGHUP to {args.pid}; the result is in the journal "
+              "(config_reloaded or config_reload_refused)", file=sys.stderr)
+        return 3
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            after = _reload_counts(base)
+        except (OSError, ValueError):
+            continue  # a reload that changes [health] listen restarts the listener
+        counted = [r for r in RESULTS if after.get(r, 0) > before.get(r, 0)]
+        if counted:
+            # a remote config applied at the same moment counts too; the worst result wins
+            worst = next(r for r in reversed(RESULTS) if r in counted)
+            if worst in ("applied", "unchanged"):
+                print(f"edge-gateway reload: {worst}")
+                return 0
+            print(f"edge-gateway reload: {worst}; the running config stays. Why: the journal's "
+                  f"config_reload_refused line, or `edge-gateway check-config {args.config}`", file=sys.stderr)
+            return 1
+    print(f"edge-gateway reload: no result within {args.timeout:g} s; see the journal", file=sys.stderr)
+    return 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
     status.add_argument("--json", action="store_true", help="the status as JSON, for scripts")
     status.set_defaults(func=_cmd_status)
+    reload = sub.add_parser(
+        "reload", help="re-read the config in the running gateway (SIGHUP) and wait for the result; "
+                       "exit 0 applied or unchanged, 1 refused, 3 no answer (ExecReload= of the unit)")
+    reload.add_argument("--pid", type=int, required=True, help="the gateway's process ($MAINPID in the unit)")
+    reload.add_argument("--config", "-c", default=INSTALLED_CONFIG,
+                        help=f"config file, for [health] listen ({INSTALLED_CONFIG})")
+    reload.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result (60)")
+    reload.set_defaults(func=_cmd_reload)
     return parser
 
 

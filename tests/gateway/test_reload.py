@@ -223,3 +223,57 @@ def test_sighup_reloads_a_running_process(tmp_path: Path) -> None:
     assert len(refused) == 1 and refused[0]["problems"][0].startswith(f"{path}: not valid TOML")
     assert [e.get("drivers_added") for e in lines if e["event"] == "config_reloaded"] == [["second"]]
     assert b"edge-gateway run summary" in out
+
+
+def test_reload_command_returns_the_outcome_once_it_is_counted(tmp_path: Path) -> None:
+    """`edge-gateway reload` (the unit's ExecReload=) returns only when the daemon has counted the
+    reload, with exit 0 for applied or unchanged and 1 for refused: `systemctl reload` then says
+    whether the new config runs."""
+    for name in ("load", "second"):
+        write_replay(tmp_path / f"{name}.jsonl", f"test:{name}/1")
+    port = free_port()
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, drivers=["load"], listen=f"127.0.0.1:{port}"))
+    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--config", str(path)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def reloads() -> dict[str, float]:
+        return {labels["result"]: value for labels, value in fetch_status(url).get("config_reloads", [])}
+
+    def reload_command(pid: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "--pid", str(pid), "--config", str(path),
+                               "--timeout", "60"], cwd=REPO, capture_output=True, text=True, timeout=90)
+
+    def up() -> bool:
+        try:
+            return reloads().get("applied") == 0.0
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, what="the health listener")
+        path.write_text(config_text(tmp_path, drivers=["load", "second"], listen=f"127.0.0.1:{port}"))
+        done = reload_command(process.pid)
+        assert (done.returncode, done.stdout) == (0, "edge-gateway reload: applied\n"), done.stderr
+        assert reloads()["applied"] == 1.0  # counted before the command returned, not after
+
+        done = reload_command(process.pid)
+        assert (done.returncode, done.stdout) == (0, "edge-gateway reload: unchanged\n"), done.stderr
+
+        path.write_text(config_text(tmp_path, drivers=["load", "second"], window=2, listen=f"127.0.0.1:{port}"))
+        done = reload_command(process.pid)
+        assert done.returncode == 1 and done.stderr.startswith("edge-gateway reload: refused;"), done
+        assert reloads() == {"applied": 1.0, "unchanged": 1.0, "invalid": 0.0, "refused": 1.0, "failed": 0.0}
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+    assert process.returncode == 0, (tmp_path / "gateway.log").read_text()[-2000:]
+    # the process is gone: nothing to signal, exit 3
+    done = reload_command(process.pid)
+    assert done.returncode == 3 and "cannot signal process" in done.stderr, done
