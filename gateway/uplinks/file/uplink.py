@@ -29,6 +29,10 @@ class FileUplink(Uplink[Config]):
         self.directory = directory if directory.is_absolute() else Path(ctx.state_dir) / directory
         self.suffix = ".jsonl.gz" if config.gzip else ".jsonl"
         self.current = self.directory / f"batches{self.suffix}"
+        # The runner keeps up to max_in_flight sends under way; each append runs on a worker
+        # thread, so unserialised they land out of order, and two that both decide to rotate
+        # can rename onto one number (a rotated file lost). The lock is FIFO: send order.
+        self._appending = asyncio.Lock()
 
     async def start(self) -> None:
         try:
@@ -40,7 +44,8 @@ class FileUplink(Uplink[Config]):
         payload = batch.payload if self.config.gzip else batch.json()
         if not self.config.gzip and not payload.endswith(b"\n"):
             payload += b"\n"  # one document per line
-        await asyncio.to_thread(self._append, payload)
+        async with self._appending:
+            await asyncio.to_thread(self._append, payload)
 
     def _append(self, payload: bytes) -> None:
         try:
