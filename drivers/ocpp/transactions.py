@@ -11,6 +11,7 @@ close, atomically (temp file, rename); it is small (a few entries per charge poi
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -33,6 +34,10 @@ _decoder = msgspec.json.Decoder(dict[str, _Entry])
 class TransactionStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FILE_NAME
+        # Writes run on worker threads. Closing cancels the periodic flush, but a write already
+        # on its thread goes on, and the final flush's write would share its temp file: a torn
+        # or older map renamed into place. Held across temp file and rename, in start order.
+        self._write_lock = threading.Lock()
 
     def load(self) -> dict[str, tuple[str, dict[str, str]]]:
         """{charge point: (version, {transaction id: unit})}; a damaged file is set aside as
@@ -54,8 +59,9 @@ class TransactionStore:
         return msgspec.json.encode({ident: _Entry(version, tx) for ident, (version, tx) in maps.items() if tx})
 
     def write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, self.path)
+        with self._write_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, self.path)
