@@ -182,17 +182,24 @@ directory = "copy"
 
 # -- a real process, a real SIGHUP ------------------------------------------------------------
 
-def test_sighup_reloads_a_running_process(tmp_path: Path) -> None:
+def start_two_driver_process(tmp_path: Path, *, summary: bool) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """A gateway process running driver "load" (recordings for "load" and "second" written),
+    its stderr in gateway.log: (process, config path, health port)."""
     for name in ("load", "second"):
         write_replay(tmp_path / f"{name}.jsonl", f"test:{name}/1")
     port = free_port()
     path = tmp_path / "gateway.toml"
     path.write_text(config_text(tmp_path, drivers=["load"], listen=f"127.0.0.1:{port}"))
-    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(path), "--summary"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with open(tmp_path / "gateway.log", "wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(path), *(["--summary"] if summary else [])],
+            cwd=REPO, stdout=subprocess.PIPE if summary else subprocess.DEVNULL, stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return process, path, port
+
+def test_sighup_reloads_a_running_process(tmp_path: Path) -> None:
+    process, path, port = start_two_driver_process(tmp_path, summary=True)
     url = f"http://127.0.0.1:{port}/metrics"
 
     def metric(name: str) -> dict[str, float]:
@@ -215,7 +222,6 @@ def test_sighup_reloads_a_running_process(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
-        log.close()
     text = (tmp_path / "gateway.log").read_text()
     assert process.returncode == 0, text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -229,16 +235,7 @@ def test_reload_command_returns_the_outcome_once_it_is_counted(tmp_path: Path) -
     """`edge-gateway reload` (the unit's ExecReload=) returns only when the daemon has counted the
     reload, with exit 0 for applied or unchanged and 1 for refused: `systemctl reload` then says
     whether the new config runs."""
-    for name in ("load", "second"):
-        write_replay(tmp_path / f"{name}.jsonl", f"test:{name}/1")
-    port = free_port()
-    path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, drivers=["load"], listen=f"127.0.0.1:{port}"))
-    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(path)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process, path, port = start_two_driver_process(tmp_path, summary=False)
     url = f"http://127.0.0.1:{port}/metrics"
 
     def reloads() -> dict[str, float]:
@@ -272,7 +269,6 @@ def test_reload_command_returns_the_outcome_once_it_is_counted(tmp_path: Path) -
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-        log.close()
     assert process.returncode == 0, (tmp_path / "gateway.log").read_text()[-2000:]
     # the process is gone: nothing to signal, exit 3
     done = reload_command(process.pid)
