@@ -143,9 +143,9 @@ INSTALLED_CONFIG = "/etc/edge-gateway/gateway.toml"
 
 
 def _health_base(args: argparse.Namespace, command: str) -> str | None:
-    """The running gateway's health listener from `--url` or the config's [health] listen, or
-    None after saying why there is none. Only that key is read: the rest of the config (and its
-    secrets) is the service's business."""
+    """The running gateway's health listener from `--url` or the config's [health] listen; ""
+    when the config turns it off, None when the config cannot say (each after saying why). Only
+    that key is read: the rest of the config (and its secrets) is the service's business."""
     if args.url is not None:
         base: str = args.url
     else:
@@ -161,7 +161,7 @@ def _health_base(args: argparse.Namespace, command: str) -> str | None:
             return None
         if not listen:
             print(f"edge-gateway {command}: [health] listen is off in {args.config}", file=sys.stderr)
-            return None
+            return ""
         host, _, port = listen.rpartition(":")
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
         base = f"http://{host}:{port}"
@@ -175,7 +175,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from gateway.status import EXIT_CODES, render_text
 
     base = _health_base(args, "status")
-    if base is None:
+    if not base:
         return 3
     try:
         with urllib.request.urlopen(base + "/status.json", timeout=5) as answer:  # noqa: S310 - local
@@ -205,7 +205,7 @@ def _cmd_reload(args: argparse.Namespace) -> int:
 
     base = _health_base(args, "reload")
     before: dict[str, float] | None = None
-    if base is not None:
+    if base:
         try:
             before = _reload_counts(base)
         except (OSError, ValueError) as error:
@@ -216,10 +216,11 @@ def _cmd_reload(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"edge-gateway reload: cannot signal process {args.pid}: {error.strerror}", file=sys.stderr)
         return 3
-    if base is None or before is None:
+    if not base or before is None:
         print(f"edge-gateway reload: sent SIGHUP to {args.pid}; the result is in the journal "
               "(config_reloaded or config_reload_refused)", file=sys.stderr)
-        return 3
+        # with the listener off nothing can say more, as with kill -HUP; otherwise unconfirmed
+        return 0 if base == "" else 3
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cmd_status)
     reload = sub.add_parser(
         "reload", help="re-read the config in the running gateway (SIGHUP) and wait for the result; "
-                       "exit 0 applied or unchanged, 1 refused, 3 no answer (ExecReload= of the unit)")
+                       "exit 0 applied or unchanged (or signalled, with [health] listen off), 1 refused, 3 unconfirmed "
+                       "(ExecReload= of the unit)")
     reload.add_argument("--pid", type=int, required=True, help="the gateway's process ($MAINPID in the unit)")
     reload.add_argument("--config", "-c", default=INSTALLED_CONFIG,
                         help=f"config file, for [health] listen ({INSTALLED_CONFIG})")

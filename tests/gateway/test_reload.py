@@ -273,3 +273,21 @@ def test_reload_command_returns_the_outcome_once_it_is_counted(tmp_path: Path) -
     # the process is gone: nothing to signal, exit 3
     done = reload_command(process.pid)
     assert done.returncode == 3 and "cannot signal process" in done.stderr, done
+
+
+def test_reload_command_with_the_listener_off_signals_and_says_where_the_result_is(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, drivers=["load"], listen=""))
+    # a stand-in for the daemon: it takes the SIGHUP and waits for its stdin to close
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGHUP, "
+                                 "lambda *_: print('hup', flush=True)); print('ready', flush=True); sys.stdin.read()"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert stand_in.stdout is not None and stand_in.stdout.readline() == "ready\n"
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "--pid", str(stand_in.pid),
+                               "--config", str(path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done
+        assert "[health] listen is off" in done.stderr and "the result is in the journal" in done.stderr
+        assert stand_in.stdout.readline() == "hup\n"
+    finally:
+        stand_in.communicate(timeout=30)
