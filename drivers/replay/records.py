@@ -1,7 +1,10 @@
 """Pure parsing of recorded readings (JSON Lines or CSV, optionally gzipped).
 
 A bad record never stops the replay: it comes out as a `ReplayDecodeError` naming its line, and
-the driver counts it and plays on.
+the driver counts it and plays on. A file that cannot be read to its end (a gzip file cut short
+while a logger's upload is still being copied, a damaged member) ends with one
+`unreadable_file` error after the rows before the break: raised, it would restart the driver,
+which plays the file again from its first line, every row before the break again each time.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import csv
 import gzip
 import io
 import math
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -72,17 +76,36 @@ def _open_text(path: str) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")
 
 
+class _Lines:
+    """The stream's lines, up to the first read error (kept in `failure`) instead of raising."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self.stream = stream
+        self.count = 0
+        self.failure = ""
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for line in self.stream:
+                self.count += 1
+                yield line
+        except (EOFError, OSError, zlib.error) as error:  # gzip cut short, bad CRC, not gzip at all
+            self.failure = f"{type(error).__name__}: {error}"
+
+
 def iter_records(path: str) -> Iterator[Row | ReplayDecodeError]:
-    """Yield parsed rows, or a ReplayDecodeError in place of each bad line."""
+    """Yield parsed rows, or a ReplayDecodeError in place of each bad line. Opening the file may
+    raise (it may not be there yet); reading it never does."""
     csv_format = path.removesuffix(".gz").endswith(".csv")
     with _open_text(path) as stream:
-        if csv_format:
-            yield from _iter_csv(stream)
-        else:
-            yield from _iter_jsonl(stream)
+        lines = _Lines(stream)
+        yield from (_iter_csv(lines) if csv_format else _iter_jsonl(lines))
+        if lines.failure:
+            yield ReplayDecodeError("unreadable_file", f"reading stopped after line {lines.count}: {lines.failure}",
+                                    line=lines.count + 1)
 
 
-def _iter_jsonl(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
+def _iter_jsonl(stream: Iterable[str]) -> Iterator[Row | ReplayDecodeError]:
     for number, text in enumerate(stream, start=1):
         if not text.strip() or text.lstrip().startswith("#"):
             continue
@@ -100,9 +123,13 @@ def _iter_jsonl(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
             yield error
 
 
-def _iter_csv(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
+def _iter_csv(stream: Iterable[str]) -> Iterator[Row | ReplayDecodeError]:
     reader = csv.reader(stream)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        yield ReplayDecodeError("bad_header", str(error), line=reader.line_num)
+        return
     if header is None:
         return
     columns = [h.strip() for h in header]
@@ -111,8 +138,11 @@ def _iter_csv(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
         yield ReplayDecodeError("bad_header", f"CSV header must name {', '.join(want)}, found {columns}", line=1)
         return
     idx = [columns.index(c) for c in want]
-    for row in reader:
+    for row in _rows(reader):
         number = reader.line_num
+        if isinstance(row, ReplayDecodeError):
+            yield row
+            continue
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) < len(columns):
@@ -122,3 +152,20 @@ def _iter_csv(stream: io.TextIOBase) -> Iterator[Row | ReplayDecodeError]:
             yield parse_record(*(row[i].strip() for i in idx), line=number)
         except ReplayDecodeError as error:
             yield error
+
+
+def _rows(reader: Any) -> Iterator[list[str] | ReplayDecodeError]:
+    """The reader's rows; a line the csv module refuses (a field over its 128 KiB limit, an
+    unclosed quote at the end) becomes an error for that line and reading goes on."""
+    while True:
+        before = reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield ReplayDecodeError("bad_line", str(error), line=reader.line_num)
+            if reader.line_num == before:  # nothing consumed: it would refuse the same line again
+                return
+            continue
+        yield row

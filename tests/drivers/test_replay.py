@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from pathlib import Path
 
 from drivers.replay import Config
@@ -91,3 +92,53 @@ def test_invalid_utf8_fails_only_its_own_line(tmp_path: Path) -> None:
                      b'{"device":"a","metric":"temperature","value":1,"ts":1767225600}\n')
     items = list(iter_records(str(path)))
     assert isinstance(items[0], ReplayDecodeError) and items[1] == ("a", "temperature", 1.0, 1767225600.0)
+
+
+def gz_csv_cut_in_half(path: Path, rows: int) -> int:
+    """A gzipped CSV of `rows` readings, cut in the middle of its compressed bytes (a logger's
+    upload still being copied); returns how many whole rows the first half holds."""
+    text = "ts,device,metric,value\n" + "".join(f"{1767225600 + i},d,humidity,{i % 100}\n" for i in range(rows))
+    data = gzip.compress(text.encode(), mtime=0)
+    path.write_bytes(data[: len(data) // 2])
+    readable = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[: len(data) // 2])
+    return readable.count(b"\n") - 1  # the header line
+
+
+def test_a_gzip_file_cut_short_plays_its_whole_rows_once_and_names_the_break(tmp_path: Path) -> None:
+    path = tmp_path / "upload.csv.gz"
+    whole = gz_csv_cut_in_half(path, 2000)
+    items = list(iter_records(str(path)))
+    rows = [i for i in items if not isinstance(i, ReplayDecodeError)]
+    errors = [i for i in items if isinstance(i, ReplayDecodeError)]
+    # the row the cut went through never comes out (no newline before the break): no half value
+    assert 0 < whole < 2000
+    assert [r[3] for r in rows] == [1767225600.0 + i for i in range(whole)]
+    assert [(e.cause, e.line) for e in errors] == [("unreadable_file", whole + 2)]
+    assert "EOFError" in str(errors[0])
+
+
+async def test_the_driver_does_not_replay_a_cut_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "upload.csv.gz"
+    whole = gz_csv_cut_in_half(path, 2000)
+    sink: list[Reading] = []
+    ctx = context(tmp_path, sink)
+    driver = ReplayDriver(Config(type="replay", path=str(path), speed=0, timestamps="original"), ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        await async_wait_for(lambda: ctx.decode_errors.get("unreadable_file") == 1, timeout=10)
+        assert not task.done()  # played once and idles (loop = false): it did not raise
+    finally:
+        task.cancel()
+    assert len(sink) == whole
+
+
+def test_a_csv_line_over_the_field_limit_is_one_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("ts,device,metric,value\n1767225600,a,humidity,50\n"
+                    f"1767225601,a,humidity,\"{'x' * 200_000}\n"  # an unclosed quote runs past 128 KiB
+                    "1767225602,a,humidity,52\n")
+    items = list(iter_records(str(path)))
+    assert items[0] == ("a", "humidity", 50.0, 1767225600.0)
+    assert items[2] == ("a", "humidity", 52.0, 1767225602.0)  # and reading goes on
+    assert isinstance(items[1], ReplayDecodeError) and (items[1].cause, items[1].line) == ("bad_line", 3)
+    assert len(items) == 3 and "field larger than field limit" in str(items[1])
