@@ -135,13 +135,22 @@ class SessionStore:
         self._counters_dirty = True
 
     def snapshot(self) -> list[tuple[Path, bytes]]:
-        """The documents to write, encoded on the event loop; `write` may then run in a thread."""
+        """The documents to write, encoded on the event loop; `write` may then run in a thread.
+
+        Counters first: they are keyed by DevEUI alone and applied, at load, to whatever session
+        the sessions document holds for that DevEUI. Written second, a power cut (or a full disk)
+        between the two writes after a rejoin left the new session (no frames yet) beside the
+        old session's counter, and every frame of the device was refused as a replay until its
+        FCnt passed the old one (months, for a sensor reporting every few minutes). Written
+        first, the same cut leaves the old session beside counters that no longer name it (a
+        fresh session has none): the old session keeps its own counter and the device's next
+        join replaces it."""
         files: list[tuple[Path, bytes]] = []
-        if self._sessions_dirty:
-            files.append((self.path, msgspec.json.encode(_Document(sessions=list(self.by_eui.values())))))
         if self._sessions_dirty or self._counters_dirty:
             counters = {eui: s.fcnt_up for eui, s in self.by_eui.items() if s.fcnt_up >= 0}
             files.append((self.counters_path, msgspec.json.encode(counters)))
+        if self._sessions_dirty:
+            files.append((self.path, msgspec.json.encode(_Document(sessions=list(self.by_eui.values())))))
         self._sessions_dirty = self._counters_dirty = False
         return files
 

@@ -208,3 +208,28 @@ def test_frames_rewrite_only_the_small_counters_file(tmp_path: Path) -> None:
     damaged.load()  # the sessions' own counters stand
     assert damaged.by_eui["0000000000000001"].fcnt_up == -1
     assert store.counters_path.with_suffix(".corrupt").exists()
+
+
+def test_a_cut_between_the_two_writes_after_a_rejoin_never_gives_the_new_session_the_old_counter(
+        tmp_path: Path) -> None:
+    """The two documents are written one after the other: whichever one a power cut (or a full
+    disk) leaves unwritten, no session comes back with another session's counter (the old
+    counter on a fresh session refused every frame of the device as a replay for months)."""
+    store = _store(tmp_path)
+    concentrator.open_data_frame(_frame(50_000), store)
+    store.flush()
+    rejoined = Session(dev_eui="0000000000000001", dev_addr=ADDR + 1, nwk_skey=NWK.hex(), app_skey=APP.hex(),
+                       activation="otaa")
+    store.put(rejoined)
+    files = store.snapshot()
+    assert [path for path, _ in files] == [store.counters_path, store.path]
+    store.write(files[:1])  # the cut: only the first document reaches the card
+    again = SessionStore(tmp_path / "sessions.json")
+    again.load()
+    loaded = again.by_eui["0000000000000001"]
+    # the old session (before the join) with its own counter: the device's next join replaces it
+    assert (loaded.dev_addr, loaded.fcnt_up) == (ADDR, 50_000)
+    store.write(files[1:])  # the rest after all
+    again = SessionStore(tmp_path / "sessions.json")
+    again.load()
+    assert (again.by_eui["0000000000000001"].dev_addr, again.by_eui["0000000000000001"].fcnt_up) == (ADDR + 1, -1)
