@@ -185,6 +185,10 @@ class RemoteConfig:
             return None
         try:
             data = (self.dir / Path(str(marker.get("file", ""))).name).read_bytes()
+            if _sha256(data) != marker.get("sha256"):
+                # never start on text other than what passed its health check
+                self._retire_active("its stored file is not the text that was applied")
+                return None
             config = config_from_text(data, self.source)
         except (OSError, ConfigError) as error:
             restore_metrics(local)
@@ -234,7 +238,11 @@ class RemoteConfig:
             await self._arrived.wait()
             self._arrived.clear()
             while self._incoming:
-                await self.handle(self._incoming.popleft())
+                try:
+                    await self.handle(self._incoming.popleft())
+                except Exception as error:  # noqa: BLE001 - one push must not end remote configuration
+                    log.error("remote_config_attempt_failed", reason=f"{type(error).__name__}: {error}",
+                              note="the push is dropped; later pushes are handled")
 
     # -- one attempt ------------------------------------------------------------------------
 
@@ -252,6 +260,8 @@ class RemoteConfig:
             new, text = self._check(payload, record)
         except Rejected as rejected:
             return self._finish(record, "rejected", rejected.reasons)
+        except OSError as error:  # the state folder is full or read-only: nothing was applied
+            return self._finish(record, "rejected", [f"cannot store it in {self.dir}: {error}"])
         async with self.gateway.reload_lock:
             previous = self.gateway.config
             since = self.gateway.clock() - self.section.health_timeout
@@ -268,7 +278,11 @@ class RemoteConfig:
                 back = await self.gateway.apply_config(previous, origin=f"rollback of {record['id']}")
                 reasons = [reason] if back.ok else [reason, *(f"rollback: {p}" for p in back.problems)]
                 return self._finish(record, "rolled_back", reasons)
-            self._make_active(record, text)
+            try:
+                self._make_active(record, text)
+            except OSError as error:
+                # it runs and stays running; only the next start goes back to the local file
+                return self._finish(record, "applied", [f"not kept for the next start: {error}"])
             return self._finish(record, "applied", [])
 
     def _check(self, payload: bytes, record: dict[str, Any]) -> tuple[Config, bytes]:
@@ -338,9 +352,14 @@ class RemoteConfig:
 
     # -- disk and reporting -----------------------------------------------------------------
 
+    @staticmethod
+    def _file_name(config_id: str, text: bytes) -> str:
+        # the digest in the name: a later push that reuses an id never overwrites the text in force
+        return f"{config_id}-{_sha256(text)[:12]}.toml"
+
     def _store(self, config_id: str, text: bytes) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / f"{config_id}.toml").write_bytes(text)
+        (self.dir / self._file_name(config_id, text)).write_bytes(text)
         active = (self._active() or {}).get("file")
         stored = sorted(self.dir.glob("*.toml"), key=lambda p: p.stat().st_mtime)
         for old in stored[: max(0, len(stored) - KEEP_CONFIGS)]:
@@ -348,7 +367,7 @@ class RemoteConfig:
                 old.unlink(missing_ok=True)
 
     def _make_active(self, record: dict[str, Any], text: bytes) -> None:
-        marker = {"id": record["id"], "file": f"{record['id']}.toml", "sha256": _sha256(text),
+        marker = {"id": record["id"], "file": self._file_name(record["id"], text), "sha256": _sha256(text),
                   "local_sha256": self._local_sha(), "applied": round(time.time(), 3)}
         temporary = self.dir / "active.json.new"
         temporary.write_text(json.dumps(marker))

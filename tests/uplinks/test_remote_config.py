@@ -125,7 +125,7 @@ async def test_pushed_configs_applied_rejected_rolled_back_and_nothing_lost(
         assert (result["result"], result["reasons"], result["changes"]) == ("applied", [], {"drivers_added": ["second"]})
         assert [s.ctx.name for s in gateway.supervisors] == ["load", "second"]
         active = json.loads((tmp_path / "state" / "configs" / "active.json").read_text())
-        assert active["id"] == "good-1" and (tmp_path / "state" / "configs" / "good-1.toml").read_text() == good
+        assert active["id"] == "good-1" and (tmp_path / "state" / "configs" / active["file"]).read_text() == good
 
         # a bad one: the same problems check-config prints
         bad = good.replace('grace = 0.1', 'grace = -1')
@@ -168,11 +168,32 @@ async def test_pushed_configs_applied_rejected_rolled_back_and_nothing_lost(
         await async_wait_for(lambda: gateway.supervisors[0].ctx.readings > before + 50, timeout=20)
         assert json.loads((tmp_path / "state" / "configs" / "active.json").read_text())["id"] == "good-1"
 
+        # the same id again with other text, rolled back: the text in force stays on disk as applied,
+        # so the next start runs good-1 and never the refused text
+        platform.push("good-1", broken + "\n# sent again under good-1's id\n")
+        await async_wait_for(lambda: len(platform.results) == 9, timeout=30, what="the reused id")
+        assert platform.results[-1]["result"] == "rolled_back"
+        active = json.loads((tmp_path / "state" / "configs" / "active.json").read_text())
+        assert (tmp_path / "state" / "configs" / active["file"]).read_text() == good
+        in_force = gateway.remote_config.startup_config()
+        assert in_force is not None and in_force.drivers == config_from_text(good.encode(), "good-1").drivers
+
         on_disk = [json.loads(line)["result"] for line in
                    (tmp_path / "state" / "configs" / "results.jsonl").read_text().splitlines()]
-        assert on_disk == ["applied", *["rejected"] * 6, "rolled_back"]
-        assert gateway.remote_config.results == {"applied": 1, "rejected": 6, "rolled_back": 1}
-        assert gateway.reloads == {"applied": 3}
+        assert on_disk == ["applied", *["rejected"] * 6, "rolled_back", "rolled_back"]
+        assert gateway.remote_config.results == {"applied": 1, "rejected": 6, "rolled_back": 2}
+        assert gateway.reloads == {"applied": 5}
+
+        # a state folder that refuses the copy: refused with the reason, and the next push is handled
+        configs = tmp_path / "state" / "configs"
+        configs.rename(tmp_path / "configs-aside")
+        configs.write_text("not a folder")
+        for n in (1, 2):
+            platform.push(f"unstorable-{n}", good + f"\n# push {n}\n")
+            result = await outcome(f"unstorable-{n}")
+            assert result["result"] == "rejected" and result["reasons"][0].startswith(f"cannot store it in {configs}")
+        configs.unlink()
+        (tmp_path / "configs-aside").rename(configs)
     finally:
         gateway.request_stop()
         summary = await asyncio.wait_for(task, timeout=60)
