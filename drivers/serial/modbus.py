@@ -82,6 +82,11 @@ class ModbusSession(Session):
         ]
         self._received = b""
         self.requests = 0  # requests sent, for the benchmark and tests
+        # RTU answers carry no transaction id: a unit that answers a request after the timeout
+        # (already retried, or given up on) puts that answer on the bus while the next request
+        # is out, and it would pass for the next answer. After a miss the bus is left quiet for
+        # one timeout before the next request; pymodbus empties its receive buffer as it sends.
+        self._quiet_until = 0.0
         _quiet_pymodbus()
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
@@ -175,9 +180,14 @@ class ModbusSession(Session):
         device: str,
     ) -> list[int]:
         reason = "no_response"
+        loop = asyncio.get_running_loop()
+        missed = False
         for _ in range(attempts):
             if not client.connected:
                 raise PortUnavailable(self.config.port, "port closed under the client")
+            quiet = self._quiet_until - loop.time()
+            if quiet > 0:
+                await asyncio.sleep(quiet)  # a late answer to an earlier request lands now
             self._received = b""
             self.requests += 1
             try:
@@ -196,18 +206,27 @@ class ModbusSession(Session):
                 self.ctx.count("timeouts")
                 if reason != "no_response":
                     self.bad_data(SerialDecodeError(reason, self._received.hex(), device=device))
+                missed = True
+                self._quiet_until = loop.time() + self.settings.timeout
                 continue
             if response.isError():
                 raise ModbusExceptionResponse(
                     response.exception_code, function=block.function, device=device
                 )
             registers = list(response.registers)
-            if len(registers) < block.count:
-                self.bad_data(
-                    SerialDecodeError("bad_length", f"{len(registers)} registers", device=device)
-                )
+            if response.function_code != block.function or len(registers) != block.count:
+                # the answer to another request (late, see _quiet_until): never decoded as this one
+                self.bad_data(SerialDecodeError(
+                    "bad_length" if response.function_code == block.function else "wrong_function",
+                    f"function {response.function_code}, {len(registers)} registers; asked function "
+                    f"{block.function}, {block.count} registers", device=device))
                 reason = "bad_length"
+                missed = True
+                self._quiet_until = loop.time() + self.settings.timeout
                 continue
+            if missed:
+                # an earlier attempt may still be answered: keep the bus quiet for it
+                self._quiet_until = loop.time() + self.settings.timeout
             return registers
         raise _Miss(reason)
 

@@ -6,7 +6,8 @@ The relay is also where the cable can be unplugged. Register values change on ev
 (a slow sine on temperature, a ramp on humidity) and can be set by tests.
 
 Fault injection (per unit, in the server's `trace_packet` hook, on the real answer frames):
-bad CRC, garbage before the answer, dropped answers, silence.
+bad CRC, garbage before the answer, dropped answers, silence, and late answers (`late`: the
+next answers of a unit go out that many seconds later, after the gateway's timeout).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class ModbusBusSim:
         self.server: ModbusSerialServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.answers_sent = 0
+        # unit -> delays (s) for its next answers, one per answer, first first
+        self.late: dict[int, list[float]] = {}
 
     @property
     def path(self) -> str:
@@ -120,6 +123,11 @@ class ModbusBusSim:
         out = unit.faults.apply(data, corrupt_at=3)
         if out:
             self.answers_sent += 1
+            delays = self.late.get(unit.unit)
+            if delays:
+                # past the server: straight onto the gateway's line, later
+                asyncio.get_running_loop().call_later(delays.pop(0), self.gateway_side.write, out)
+                return b""
         return out
 
     async def start(self) -> None:

@@ -191,3 +191,31 @@ async def test_exception_response_is_typed_and_counted(tmp_path: Path, harness: 
         await sim.stop()
     assert [r.value for r in harness.of("serial:ttyEXC/4", "sensor_status")][0] == "error"
     assert harness.statuses("serial:ttyEXC/4") == []  # alive: never offline
+
+
+async def test_a_late_answer_is_never_read_as_the_next_blocks(tmp_path: Path, harness: Harness) -> None:
+    """RTU answers carry no transaction id. The unit's first three answers are slow (timeout 1 s):
+    the first comes 0.1 s after its timeout, while the retry is out; the retry's answer comes
+    0.6 s later. Without a quiet bus after a miss, the retry took the first answer and the
+    request for the unit's second block (same function, same length) took the retry's, decoding
+    the temperature's registers as the humidity."""
+    unit = SimUnit(unit=9, model="static", registers={
+        0: 0x3F80, 1: 0x0000,  # float32 1.0: temperature
+        20: 0x4000, 21: 0x0000,  # float32 2.0: humidity, a block of its own (20 registers apart)
+    })
+    sim = ModbusBusSim([unit], link=tmp_path / "ttyBUS")
+    sim.late[9] = [1.1, 0.6, 1.2]
+    await sim.start()
+    registers = [{"metric": "temperature", "function": 3, "address": 0, "type": "float32"},
+                 {"metric": "humidity", "function": 3, "address": 20, "type": "float32"}]
+    config = bus_config(sim.path, [], timeout=1.0, retries=2,
+                        devices=[{"unit": 9, "interval": 0.2, "registers": registers}])
+    try:
+        async with running(config, harness):
+            await async_wait_for(lambda: len(harness.of("serial:ttyBUS/9", "humidity")) >= 3, timeout=30)
+    finally:
+        await sim.stop()
+    assert sim.late[9] == []  # every slow answer went out
+    assert {r.value for r in harness.of("serial:ttyBUS/9", "temperature")} == {1.0}
+    assert {r.value for r in harness.of("serial:ttyBUS/9", "humidity")} == {2.0}
+    assert harness.ctx.counters["timeouts"] == 2  # the first request and the first humidity request
