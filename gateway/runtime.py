@@ -287,6 +287,9 @@ class Gateway:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._pending: Commit | None = None
+        # The tick and a reload (a stopped uplink's acknowledgements) both commit: one at a time,
+        # or a second failure would overwrite the first one's pending commit and lose it.
+        self._commit_lock = asyncio.Lock()
         self._logged_storage: set[str] = set()
         self.last_tick = 0.0  # wall time of the last completed tick (for /metrics)
         self.last_tick_mono = time.monotonic()
@@ -416,6 +419,10 @@ class Gateway:
         ]
 
     async def _commit(self, commit: Commit) -> None:
+        async with self._commit_lock:
+            await self._commit_now(commit)
+
+    async def _commit_now(self, commit: Commit) -> None:
         if self._pending is not None:
             commit.merge_from(self._pending)
             self._pending = None

@@ -125,3 +125,32 @@ async def test_a_disk_that_fills_and_frees_loses_nothing_handed_over(tmp_path: P
         assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
         assert db.execute("SELECT acked FROM cursors WHERE uplink = 'file'").fetchone()[0] == (
             summary.batches_written)
+
+
+async def test_two_commits_at_once_that_both_fail_keep_both(tmp_path: Path) -> None:
+    """The tick and a reload (a stopped uplink's acknowledgements) both commit. While the disk
+    refuses writes each failed commit is kept to be retried: a second one failing while the
+    first is still on the outbox thread must fold the first in, not replace it."""
+    from gateway.errors import StorageError
+    from gateway.outbox import Commit
+
+    config = parse_config({"gateway": {"id": "gw-two", "state_dir": str(tmp_path / "state")},
+                           "health": {"listen": ""}, "uplinks": [{"type": "file"}],
+                           "drivers": [{"type": "replay", "name": "r", "path": str(tmp_path / "none.jsonl")}]})
+    gateway = Gateway(config)
+    started: list[int] = []
+
+    async def refusing(fn: Any, *args: Any) -> Any:
+        started.append(len(started))
+        await asyncio.sleep(0)  # on the outbox thread for a while: the other commit starts meanwhile
+        raise StorageError("database or disk is full")
+
+    gateway.outbox_call = refusing  # type: ignore[method-assign]
+    first = Event(device="d1", name="sensor_status", value="offline", ts=1.0, severity=Severity.WARNING)
+    second = Event(device="d2", name="sensor_status", value="offline", ts=2.0, severity=Severity.WARNING)
+    await asyncio.gather(gateway._commit(Commit(now=1.0, events=[first], acks={"file": [1]})),
+                         gateway._commit(Commit(now=2.0, events=[second], acks={"file": [2]})))
+    assert started == [0, 1]
+    pending = gateway._pending
+    assert pending is not None
+    assert pending.events == [first, second] and sorted(pending.acks["file"]) == [1, 2]
