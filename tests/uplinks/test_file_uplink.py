@@ -46,3 +46,14 @@ async def test_concurrent_sends_land_in_send_order_once_across_rotations(tmp_pat
         size += len(b.payload)
     assert rotations >= 5
     assert len(list((tmp_path / "out").glob("batches-*.jsonl.gz"))) == rotations
+
+
+async def test_instances_on_one_folder_never_lose_a_batch_to_a_rotation(tmp_path: Path) -> None:
+    """A reload builds a new FileUplink while a cancelled send of the old one may still be
+    appending on its thread: appends and rotations of both stay apart, every batch is kept once."""
+    config = Config(type="file", directory=str(tmp_path / "out"), rotate_bytes=4096, keep_files=1000)
+    uplinks = [FileUplink(config, UplinkContext("file", gateway_id="gw", state_dir=str(tmp_path))) for _ in range(4)]
+    await uplinks[0].start()
+    sends = 4 * BATCHES
+    await asyncio.gather(*(uplinks[seq % 4].send(batch(seq)) for seq in range(1, sends + 1)))
+    assert sorted(written_seqs(tmp_path / "out")) == list(range(1, sends + 1))

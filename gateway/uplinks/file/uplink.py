@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 from gateway.batch import Batch
@@ -18,6 +19,12 @@ from gateway.uplinks.base import Uplink, UplinkContext
 from gateway.uplinks.file.config import Config
 
 __all__ = ["FileUplink"]
+
+# Held by every append on its worker thread. The asyncio lock below keeps one uplink's sends in
+# order, but a send cancelled (runner stopped, reload) releases it while its append still runs,
+# and a reload's new FileUplink has a lock of its own: this one keeps any two appends and
+# rotations apart, whichever instance they come from.
+_APPEND_LOCK = threading.Lock()
 
 
 class FileUplink(Uplink[Config]):
@@ -48,6 +55,10 @@ class FileUplink(Uplink[Config]):
             await asyncio.to_thread(self._append, payload)
 
     def _append(self, payload: bytes) -> None:
+        with _APPEND_LOCK:
+            self._append_now(payload)
+
+    def _append_now(self, payload: bytes) -> None:
         try:
             size = self.current.stat().st_size if self.current.exists() else 0
             if size and size + len(payload) > self.config.rotate_bytes:
