@@ -16,7 +16,12 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "stream_is_journal"]
+__all__ = ["LOG_ONCE_MAX", "configure_logging", "stream_is_journal"]
+
+# A set of causes already logged ("log once per cause") holds at most this many: a cause whose
+# text varies (a server's error body, a range of sequence numbers) must not grow it for ever.
+# Past it, new causes are only counted.
+LOG_ONCE_MAX = 100
 
 # sd-daemon(3) priorities (syslog levels)
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3, "critical": 2}

@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from gateway.backoff import Backoff
 from gateway.batch import Batch
 from gateway.errors import BatchRejected
+from gateway.logs import LOG_ONCE_MAX
 from gateway.metrics import PREFIX, per_kind
 from gateway.uplinks.base import Uplink, UplinkContext
 
@@ -211,7 +212,9 @@ class UplinkRunner:
         self.ctx.connected = False
         reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
         self.last_error = str(reason)
-        if reason not in self._logged_failures:
+        # once per reason; a reason can hold a server's error text (a request id), so at most
+        # LOG_ONCE_MAX of them until the uplink recovers (the counter and last_error go on)
+        if reason not in self._logged_failures and len(self._logged_failures) < LOG_ONCE_MAX:
             self._logged_failures.add(reason)
             self.log.warning(
                 "uplink_unavailable",

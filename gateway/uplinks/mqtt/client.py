@@ -54,6 +54,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.batch import Batch
 from gateway.errors import BatchRejected, UplinkUnavailable
+from gateway.logs import LOG_ONCE_MAX
 from gateway.mqtt.pollloop import PollLoop
 from gateway.mqtt.tls import TlsFileError, tls_context
 from gateway.uplinks.base import Uplink, UplinkContext
@@ -531,7 +532,8 @@ class MqttUplink(Uplink[Config]):
             stream, ranges = parse_platform_ack(payload)
         except ValueError as error:
             self.ctx.count("platform_ack_invalid")
-            if str(error) not in self._logged_bad_acks:
+            # logged once per text; the texts name ranges, so at most LOG_ONCE_MAX of them
+            if str(error) not in self._logged_bad_acks and len(self._logged_bad_acks) < LOG_ONCE_MAX:
                 self._logged_bad_acks.add(str(error))
                 self.ctx.log.warning("platform_ack_invalid", note="a malformed platform acknowledgement, ignored",
                                      topic=topic, reason=str(error))
