@@ -51,6 +51,7 @@ class LoRaWANDriver(Driver[Config]):
         self.pull_addr: dict[int, tuple[Any, ...]] = {}  # gateway EUI -> PULL_DATA source address
         self._flush_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()  # join writes in flight
+        self._sessions_loaded = False
         self.bound_port = 0
 
     # --- common --------------------------------------------------------------------------------
@@ -165,7 +166,12 @@ class LoRaWANDriver(Driver[Config]):
 
     def _load_sessions(self) -> None:
         self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store.load()
+        if not self._sessions_loaded:
+            # Once per driver instance: the supervisor restarts `run` on the same instance, and
+            # by then the store in memory is at least as new as the file (a join whose write the
+            # disk refused lives only there); reading the file again would put older sessions back.
+            self.store.load()
+            self._sessions_loaded = True
         for device in self.config.devices:
             if device.activation != "abp":
                 continue

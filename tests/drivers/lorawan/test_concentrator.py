@@ -9,9 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.lorawan import concentrator, phy
+from drivers.lorawan.driver import LoRaWANDriver
 from drivers.lorawan.errors import LoRaWANDecodeError
 from drivers.lorawan.semtech_udp import RxPk
 from drivers.lorawan.sessions import Session, SessionStore, extend_fcnt
+from gateway.driver import DriverContext
+from tests.drivers.lorawan.conftest import make_config
 
 NWK = bytes.fromhex("44024241ed4ce9a68c6a8bc055233fd3")
 APP = bytes.fromhex("ec925802ae430ca77fd3dd73cb2cc588")
@@ -233,3 +236,23 @@ def test_a_cut_between_the_two_writes_after_a_rejoin_never_gives_the_new_session
     again = SessionStore(tmp_path / "sessions.json")
     again.load()
     assert (again.by_eui["0000000000000001"].dev_addr, again.by_eui["0000000000000001"].fcnt_up) == (ADDR + 1, -1)
+
+
+def test_a_driver_restart_keeps_the_sessions_in_memory_over_an_older_file(tmp_path: Path) -> None:
+    """The supervisor restarts `run` on the same driver: sessions are read from the file only the
+    first time, so a join whose write the disk refused is not replaced by the older file."""
+    config = make_config(mode="concentrator", listen="127.0.0.1:0", devices=[
+        {"dev_eui": "0000000000000001", "activation": "otaa", "app_key": NWK.hex(), "join_eui": "0000000000000000"}])
+    ctx = DriverContext("lora", gateway_id="gw", state_dir=tmp_path / "state", submit=lambda r: None,
+                        submit_event=lambda e: None)
+    driver = LoRaWANDriver(config, ctx)
+    driver._load_sessions()  # first run
+    driver.store.put(Session(dev_eui="0000000000000001", dev_addr=ADDR, nwk_skey=NWK.hex(), app_skey=APP.hex(),
+                             activation="otaa"))
+    driver.store.flush()
+    joined_again = Session(dev_eui="0000000000000001", dev_addr=ADDR + 7, nwk_skey=APP.hex(), app_skey=NWK.hex(),
+                           activation="otaa")
+    driver.store.put(joined_again)  # a rejoin whose write failed: only in memory
+    driver._load_sessions()  # the restarted run
+    assert driver.store.by_eui["0000000000000001"] == joined_again
+    assert driver.store.by_addr.get(ADDR + 7) == [joined_again] and ADDR not in driver.store.by_addr
