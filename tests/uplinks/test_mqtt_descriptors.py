@@ -5,40 +5,16 @@ reported every connection lost; the uplink's poll(2) loop connects, publishes an
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import resource
 import socket
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gateway.uplinks.mqtt import Config
 from gateway.uplinks.mqtt.client import MqttUplink
 from simulators.platform import PlatformReceiver
+from tests.support.descriptors import SELECT_CEILING, crowded_descriptors
 from tests.support.mosquitto import Broker
 from tests.support.wait import async_wait_for
 from tests.uplinks.conftest import make_batch, uplink_context
-
-SOCKETS = 1100
-SELECT_CEILING = 1024  # FD_SETSIZE on Linux
-
-
-@contextlib.contextmanager
-def crowded_descriptors() -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = SOCKETS + 512
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        pytest.skip(f"hard RLIMIT_NOFILE {hard} < {wanted}")
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(SOCKETS)]
-    try:
-        yield
-    finally:
-        for sock in sockets:
-            sock.close()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _take_over(broker: Broker, client_id: str) -> None:

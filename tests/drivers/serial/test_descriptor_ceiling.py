@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,30 +21,15 @@ import pytest
 from drivers.serial.config import Config
 from simulators.serial import ModbusBusSim, Sds011Sim, SimUnit, WxtSim
 from tests.drivers.serial.conftest import Harness, make_config, running
+from tests.support.descriptors import SELECT_CEILING, crowded_descriptors
 from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
-SOCKETS = 1100
-SELECT_CEILING = 1024  # FD_SETSIZE on Linux
-
-
 @pytest.fixture
-def crowded_descriptors() -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = SOCKETS + 512  # the sockets, plus what pytest and the test itself hold
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        pytest.skip(f"hard RLIMIT_NOFILE {hard} < {wanted}")
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(SOCKETS)]
-    try:
-        assert max(s.fileno() for s in sockets) >= SOCKETS - 1
+def crowded() -> Iterator[None]:
+    with crowded_descriptors():
         yield
-    finally:
-        for sock in sockets:
-            sock.close()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def descriptors_on(path: str) -> list[int]:
@@ -143,7 +126,7 @@ class Case:
             self.sim.faults.silent = True
 
 
-@pytest.mark.usefixtures("crowded_descriptors")
+@pytest.mark.usefixtures("crowded")
 @pytest.mark.parametrize("protocol", ["modbus", "sds011", "wxt"])
 async def test_port_above_select_ceiling_opens_and_reopens(
     tmp_path: Path, harness: Harness, protocol: str
