@@ -419,6 +419,12 @@ class Gateway:
         ]
 
     async def _commit(self, commit: Commit) -> None:
+        # Shielded: the windows and events in a commit have already left the aggregator, so a
+        # tick cancelled at shutdown (its time up while the SD card stalls) must not drop it; the
+        # final tick's commit waits for it on the lock and folds it in if it failed.
+        await asyncio.shield(self._commit_in_turn(commit))
+
+    async def _commit_in_turn(self, commit: Commit) -> None:
         async with self._commit_lock:
             await self._commit_now(commit)
 

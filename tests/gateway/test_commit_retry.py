@@ -154,3 +154,33 @@ async def test_two_commits_at_once_that_both_fail_keep_both(tmp_path: Path) -> N
     pending = gateway._pending
     assert pending is not None
     assert pending.events == [first, second] and sorted(pending.acks["file"]) == [1, 2]
+
+
+async def test_a_tick_cancelled_during_its_commit_does_not_drop_it(tmp_path: Path) -> None:
+    """Shutdown gives the last tick `shutdown_timeout`, then cancels it; a commit already on its
+    way to the outbox thread (its windows out of the aggregator) must still be stored, and the
+    next commit waits for it."""
+    from gateway.outbox import Commit, CommitReport
+
+    config = parse_config({"gateway": {"id": "gw-cancel", "state_dir": str(tmp_path / "state")},
+                           "health": {"listen": ""}, "uplinks": [{"type": "file"}],
+                           "drivers": [{"type": "replay", "name": "r", "path": str(tmp_path / "none.jsonl")}]})
+    gateway = Gateway(config)
+    stored: list[list[Event]] = []
+    release = asyncio.Event()
+
+    async def slow_card(fn: Any, commit: Commit) -> Any:
+        await release.wait()  # the SD card stalls
+        stored.append(commit.events)
+        return CommitReport()
+
+    gateway.outbox_call = slow_card  # type: ignore[method-assign]
+    first = Event(device="d1", name="sensor_status", value="offline", ts=1.0, severity=Severity.WARNING)
+    second = Event(device="d2", name="sensor_status", value="offline", ts=2.0, severity=Severity.WARNING)
+    tick = asyncio.create_task(gateway._commit(Commit(now=1.0, events=[first])))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(tick, timeout=0.05)  # what shutdown does when the time is up
+    final = asyncio.create_task(gateway._commit(Commit(now=2.0, events=[second])))
+    release.set()
+    await asyncio.wait_for(final, timeout=10)
+    assert stored == [[first], [second]]
