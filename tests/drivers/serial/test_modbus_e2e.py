@@ -195,16 +195,17 @@ async def test_exception_response_is_typed_and_counted(tmp_path: Path, harness: 
 
 async def test_a_late_answer_is_never_read_as_the_next_blocks(tmp_path: Path, harness: Harness) -> None:
     """RTU answers carry no transaction id. The unit's first three answers are slow (timeout 1 s):
-    the first comes 0.1 s after its timeout, while the retry is out; the retry's answer comes
-    0.6 s later. Without a quiet bus after a miss, the retry took the first answer and the
-    request for the unit's second block (same function, same length) took the retry's, decoding
-    the temperature's registers as the humidity."""
+    the first comes 0.2 s after its timeout, while the retry is out; the retry's answer 0.3 s
+    after the retry; the first humidity answer 0.5 s after its timeout. Without a quiet bus after
+    a miss, the retry took the first answer and the request for the unit's second block (same
+    function, same length) took the retry's, decoding the temperature's registers as the
+    humidity. The margins (0.5 s or more) keep the exact counts true on a busy machine."""
     unit = SimUnit(unit=9, model="static", registers={
         0: 0x3F80, 1: 0x0000,  # float32 1.0: temperature
         20: 0x4000, 21: 0x0000,  # float32 2.0: humidity, a block of its own (20 registers apart)
     })
     sim = ModbusBusSim([unit], link=tmp_path / "ttyBUS")
-    sim.late[9] = [1.1, 0.6, 1.2]
+    sim.late[9] = [1.2, 0.3, 1.5]
     await sim.start()
     registers = [{"metric": "temperature", "function": 3, "address": 0, "type": "float32"},
                  {"metric": "humidity", "function": 3, "address": 20, "type": "float32"}]
