@@ -76,6 +76,17 @@ class Deduplicator:
     def path(self) -> Path | None:
         return self._path
 
+    def forget_saved(self) -> None:
+        """A driver restarted inside one process keeps these identities in memory: the file its
+        stop wrote is for the next process only, and left on disk a crash later would make that
+        process read identities from long before it (a sequence number may have come round
+        again). Removed; written again at the next stop."""
+        if self._path is None:
+            return
+        with contextlib.suppress(OSError):
+            self._path.unlink()
+        self._dirty = bool(self._last)
+
     def save(self) -> None:
         if self._path is None or not self._dirty:
             return

@@ -113,6 +113,7 @@ class BleDriver(Driver[Config]):
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pipeline.dedup.forget_saved()  # a supervisor restart's stop wrote it: stale from now on
         await self.scanner.start()
         self._last_activity = loop.time()
         last_save = loop.time()

@@ -65,6 +65,23 @@ def test_a_restart_between_two_repeats_does_not_count_the_measurement_again(tmp_
     assert len(Deduplicator(tmp_path)) == 0
 
 
+def test_a_driver_restart_in_one_process_leaves_no_stale_file_for_a_later_crash(tmp_path: Path) -> None:
+    """The driver's stop writes the last measurements for the next process. A supervisor restart
+    stops and runs the same driver: it keeps them in memory and removes the file, so a crash
+    later does not start the next process on identities from long before; the next stop writes
+    them again (also when nothing new came since)."""
+    pipeline = AdvertisementPipeline(dedup=Deduplicator(tmp_path))
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: RUUVI}, {}, -61, 1.0)[0] == ""
+    pipeline.dedup.save()  # the stop before the restart
+    saved = tmp_path / Deduplicator.FILE_NAME
+    assert saved.exists()
+    pipeline.dedup.forget_saved()  # the restarted run
+    assert not saved.exists()
+    assert pipeline.process(RUUVI_MAC, {RUUVI_COMPANY_ID: RUUVI}, {}, -62, 2.0) == (Outcome.DUPLICATE, [])
+    pipeline.dedup.save()  # the final stop, nothing new since
+    assert len(Deduplicator(tmp_path)) == 1
+
+
 def test_unknown_bthome_object_keeps_earlier_readings_and_is_counted() -> None:
     counted: list[str] = []
     pipeline = AdvertisementPipeline(count=counted.append, emit_rssi=False)
