@@ -190,11 +190,14 @@ class OcppDriver(Driver[Config]):
             await connection.close(1002, "unsupported")
             return
         # A charge point that reconnects replaces its old connection (OCPP-J 1.6 section 3.1.1).
+        # Registered before the old one's close handshake is awaited: a third connection arriving
+        # meanwhile then replaces this one, instead of closing the first again and leaving this
+        # one open beside it (two sessions of one charge point, every reading twice).
         previous = self.connected.get(ident)
+        self.connected[ident] = connection
         if previous is not None:
             ctx.count("replaced_connections")
             await previous.close(1000, "replaced by a new connection")
-        self.connected[ident] = connection
         ctx.count("connections")
         # The mirror outlives a connection: a charge point that reconnects mid-transaction still
         # has its transaction -> connector map and last statuses (no repeated priority events).

@@ -288,6 +288,29 @@ async def test_dropped_charge_point_reconnects_and_replaces_its_session(tmp_path
     assert gw.ctx.decode_errors == {}
 
 
+async def test_three_connections_of_one_charge_point_leave_only_the_newest_open(tmp_path: Path) -> None:
+    """The second connection waits for the first one's close handshake; a third arriving then
+    must replace the second, not close the first again and leave the second open beside it."""
+    async with running_driver(tmp_path) as gw:
+        first = await websockets.connect(gw.url + "SIM0003", subprotocols=["ocpp1.6"])
+        await async_wait_for(lambda: "SIM0003" in gw.driver.connected, timeout=5, what="the first")
+        second, third = await asyncio.gather(websockets.connect(gw.url + "SIM0003", subprotocols=["ocpp1.6"]),
+                                             websockets.connect(gw.url + "SIM0003", subprotocols=["ocpp1.6"]))
+        try:
+            await async_wait_for(lambda: gw.ctx.counters.get("replaced_connections") == 2, timeout=10,
+                                 what="two replacements")
+            connections = (first, second, third)
+            await async_wait_for(lambda: sum(c.close_code is not None for c in connections) == 2, timeout=10,
+                                 what="two closed by the gateway")
+            assert sorted(c.close_code for c in connections if c.close_code is not None) == [1000, 1000]
+            newest = next(c for c in connections if c.close_code is None)
+            assert len(gw.driver.connected) == 1
+            assert (await _exchange(newest, '[2, "h1", "Heartbeat", {}]'))[:2] == [3, "h1"]
+        finally:
+            for connection in (first, second, third):
+                await connection.close()
+
+
 async def test_port_in_use_is_a_driver_error(tmp_path: Path) -> None:
     from gateway.errors import DriverError
 
