@@ -127,6 +127,13 @@ async def test_a_disk_that_fills_and_frees_loses_nothing_handed_over(tmp_path: P
             summary.batches_written)
 
 
+def _gateway_not_running(tmp_path: Path) -> Gateway:
+    """A gateway whose commits a test drives itself, its outbox call replaced."""
+    return Gateway(parse_config({"gateway": {"id": "gw-commits", "state_dir": str(tmp_path / "state")},
+                                 "health": {"listen": ""}, "uplinks": [{"type": "file"}],
+                                 "drivers": [{"type": "replay", "name": "r", "path": str(tmp_path / "none.jsonl")}]}))
+
+
 async def test_two_commits_at_once_that_both_fail_keep_both(tmp_path: Path) -> None:
     """The tick and a reload (a stopped uplink's acknowledgements) both commit. While the disk
     refuses writes each failed commit is kept to be retried: a second one failing while the
@@ -134,22 +141,23 @@ async def test_two_commits_at_once_that_both_fail_keep_both(tmp_path: Path) -> N
     from gateway.errors import StorageError
     from gateway.outbox import Commit
 
-    config = parse_config({"gateway": {"id": "gw-two", "state_dir": str(tmp_path / "state")},
-                           "health": {"listen": ""}, "uplinks": [{"type": "file"}],
-                           "drivers": [{"type": "replay", "name": "r", "path": str(tmp_path / "none.jsonl")}]})
-    gateway = Gateway(config)
+    gateway = _gateway_not_running(tmp_path)
     started: list[int] = []
+    card = asyncio.Event()
 
     async def refusing(fn: Any, *args: Any) -> Any:
         started.append(len(started))
-        await asyncio.sleep(0)  # on the outbox thread for a while: the other commit starts meanwhile
+        await card.wait()  # on the outbox thread until the test lets the card answer
         raise StorageError("database or disk is full")
 
     gateway.outbox_call = refusing  # type: ignore[method-assign]
     first = Event(device="d1", name="sensor_status", value="offline", ts=1.0, severity=Severity.WARNING)
     second = Event(device="d2", name="sensor_status", value="offline", ts=2.0, severity=Severity.WARNING)
-    await asyncio.gather(gateway._commit(Commit(now=1.0, events=[first], acks={"file": [1]})),
-                         gateway._commit(Commit(now=2.0, events=[second], acks={"file": [2]})))
+    commits = asyncio.gather(gateway._commit(Commit(now=1.0, events=[first], acks={"file": [1]})),
+                             gateway._commit(Commit(now=2.0, events=[second], acks={"file": [2]})))
+    await async_wait_for(lambda: bool(started), timeout=10, what="the first commit on the outbox thread")
+    card.set()  # both commits have been started; the card refuses them
+    await asyncio.wait_for(commits, timeout=10)
     assert started == [0, 1]
     pending = gateway._pending
     assert pending is not None
@@ -162,10 +170,7 @@ async def test_a_tick_cancelled_during_its_commit_does_not_drop_it(tmp_path: Pat
     next commit waits for it."""
     from gateway.outbox import Commit, CommitReport
 
-    config = parse_config({"gateway": {"id": "gw-cancel", "state_dir": str(tmp_path / "state")},
-                           "health": {"listen": ""}, "uplinks": [{"type": "file"}],
-                           "drivers": [{"type": "replay", "name": "r", "path": str(tmp_path / "none.jsonl")}]})
-    gateway = Gateway(config)
+    gateway = _gateway_not_running(tmp_path)
     stored: list[list[Event]] = []
     release = asyncio.Event()
 
