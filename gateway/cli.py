@@ -201,7 +201,7 @@ def _cmd_reload(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from gateway.reload import RESULTS
+    from gateway.reload import RESULTS, ReloadResult
 
     base = _health_base(args, "reload")
     before: dict[str, float] | None = None
@@ -232,7 +232,7 @@ def _cmd_reload(args: argparse.Namespace) -> int:
         if counted:
             # a remote config applied at the same moment counts too; the worst result wins
             worst = next(r for r in reversed(RESULTS) if r in counted)
-            if worst in ("applied", "unchanged"):
+            if ReloadResult(worst).ok:
                 print(f"edge-gateway reload: {worst}")
                 return 0
             print(f"edge-gateway reload: {worst}; the running config stays. Why: the journal's "
@@ -240,6 +240,13 @@ def _cmd_reload(args: argparse.Namespace) -> int:
             return 1
     print(f"edge-gateway reload: no result within {args.timeout:g} s; see the journal", file=sys.stderr)
     return 3
+
+
+def _health_arguments(command: argparse.ArgumentParser) -> None:
+    """Where a command finds the running gateway: `_health_base` reads these."""
+    command.add_argument("--config", "-c", default=INSTALLED_CONFIG,
+                         help=f"config file, for [health] listen ({INSTALLED_CONFIG})")
+    command.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,9 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", help="one screen on the running gateway; exit 0 ok, 1 degraded, 2 unhealthy, 3 no answer"
     )
-    status.add_argument("--config", "-c", default=INSTALLED_CONFIG,
-                        help=f"config file, for [health] listen ({INSTALLED_CONFIG})")
-    status.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
+    _health_arguments(status)
     status.add_argument("--json", action="store_true", help="the status as JSON, for scripts")
     status.set_defaults(func=_cmd_status)
     reload = sub.add_parser(
@@ -276,9 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "exit 0 applied or unchanged (or signalled, with [health] listen off), 1 refused, 3 unconfirmed "
                        "(ExecReload= of the unit)")
     reload.add_argument("--pid", type=int, required=True, help="the gateway's process ($MAINPID in the unit)")
-    reload.add_argument("--config", "-c", default=INSTALLED_CONFIG,
-                        help=f"config file, for [health] listen ({INSTALLED_CONFIG})")
-    reload.add_argument("--url", help="the health listener, e.g. http://127.0.0.1:9108")
+    _health_arguments(reload)
     reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result (60)")
     reload.set_defaults(func=_cmd_reload)
     return parser

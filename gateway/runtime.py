@@ -426,35 +426,32 @@ class Gateway:
 
     async def _commit_in_turn(self, commit: Commit) -> None:
         async with self._commit_lock:
-            await self._commit_now(commit)
-
-    async def _commit_now(self, commit: Commit) -> None:
-        if self._pending is not None:
-            commit.merge_from(self._pending)
-            self._pending = None
-        if not commit:
+            if self._pending is not None:
+                commit.merge_from(self._pending)
+                self._pending = None
+            if not commit:
+                self._ticked(commit.now)
+                return
+            try:
+                report = await self.outbox_call(Outbox.commit, commit)
+            except StorageError as error:
+                self.storage_errors += 1
+                self._pending = self._bounded(commit)
+                reason = str(error)
+                if reason not in self._logged_storage:
+                    self._logged_storage.add(reason)
+                    log.error("outbox_commit_failed", reason=reason,
+                              note="kept in memory (bounded) and retried every tick")
+            else:
+                if commit.close is not None:
+                    self._persisted_boundary = commit.close.closed_before
+                if self._logged_storage:
+                    log.info("outbox_commits_recovered")
+                    self._logged_storage.clear()
+                if report.batches or report.deleted or report.evicted_batches:
+                    for runner in self.runners:
+                        runner.wake.set()
             self._ticked(commit.now)
-            return
-        try:
-            report = await self.outbox_call(Outbox.commit, commit)
-        except StorageError as error:
-            self.storage_errors += 1
-            self._pending = self._bounded(commit)
-            reason = str(error)
-            if reason not in self._logged_storage:
-                self._logged_storage.add(reason)
-                log.error("outbox_commit_failed", reason=reason,
-                          note="kept in memory (bounded) and retried every tick")
-        else:
-            if commit.close is not None:
-                self._persisted_boundary = commit.close.closed_before
-            if self._logged_storage:
-                log.info("outbox_commits_recovered")
-                self._logged_storage.clear()
-            if report.batches or report.deleted or report.evicted_batches:
-                for runner in self.runners:
-                    runner.wake.set()
-        self._ticked(commit.now)
 
     def _ticked(self, now: float) -> None:
         """A tick completed, its commit stored or held: the loop and the outbox thread answer.

@@ -56,20 +56,17 @@ class FileUplink(Uplink[Config]):
 
     def _append(self, payload: bytes) -> None:
         with _APPEND_LOCK:
-            self._append_now(payload)
-
-    def _append_now(self, payload: bytes) -> None:
-        try:
-            size = self.current.stat().st_size if self.current.exists() else 0
-            if size and size + len(payload) > self.config.rotate_bytes:
-                self._rotate()
-            with open(self.current, "ab") as out:
-                out.write(payload)
-                if self.config.fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
-        except OSError as error:
-            raise UplinkUnavailable(f"cannot write {self.current}: {error}") from error
+            try:
+                size = self.current.stat().st_size if self.current.exists() else 0
+                if size and size + len(payload) > self.config.rotate_bytes:
+                    self._rotate()
+                with open(self.current, "ab") as out:
+                    out.write(payload)
+                    if self.config.fsync:
+                        out.flush()
+                        os.fsync(out.fileno())
+            except OSError as error:
+                raise UplinkUnavailable(f"cannot write {self.current}: {error}") from error
 
     def _rotate(self) -> None:
         suffix = self.suffix
